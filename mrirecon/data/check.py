@@ -1,0 +1,103 @@
+"""``mrirecon data check``: validate a fastMRI-layout folder and summarise it.
+
+A folder may be a dataset root (holding ``singlecoil_train``, ``multicoil_val``, ...) or one split
+folder of ``*.h5`` files. Every file is opened and validated with the same checks training runs
+(:func:`mrirecon.data.volumes.read_volume_info`); each bad file becomes a row with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mrirecon.data.volumes import Challenge, VolumeInfo, list_volume_files, read_volume_info
+from mrirecon.errors import UserError
+
+SPLIT_FOLDER = re.compile(r"^(singlecoil|multicoil)_(\w+)$")
+
+
+@dataclass
+class SplitReport:
+    """What one split folder holds."""
+
+    folder: Path
+    challenge: Challenge
+    volumes: list[VolumeInfo] = field(default_factory=list)
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def split_folders(path: Path) -> list[tuple[Path, Challenge]]:
+    """The split folders under ``path`` (or ``path`` itself), with their challenge."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such folder")
+    match = SPLIT_FOLDER.match(path.name)
+    if match:
+        return [(path, match.group(1))]  # type: ignore[list-item]
+    order = {"train": 0, "val": 1, "test": 2, "challenge": 3}
+    found = [
+        (p, SPLIT_FOLDER.match(p.name).group(1))
+        for p in sorted(path.iterdir(), key=lambda p: (p.name.split("_")[0], order.get(p.name.split("_")[-1], 9), p.name))
+        if p.is_dir() and SPLIT_FOLDER.match(p.name)
+    ]
+    if found:
+        return found  # type: ignore[return-value]
+    if any(p.suffix == ".h5" for p in path.iterdir()):
+        raise UserError(f"{path}: h5 files outside a <challenge>_<split> folder; check the split folder or rename it like singlecoil_val")
+    raise UserError(f"{path}: empty, or no singlecoil_*/multicoil_* split folders with .h5 volumes")
+
+
+def check_dataset(path: Path, check_finite: bool = True) -> list[SplitReport]:
+    """Validate every file under ``path``; never raises for a bad file, only for a bad folder."""
+    reports = []
+    for folder, challenge in split_folders(path):
+        report = SplitReport(folder, challenge)
+        try:
+            files = list_volume_files(folder)
+        except UserError as err:
+            report.bad.append((folder, str(err).split(": ", 1)[-1]))
+            files = []
+        for file in files:
+            try:
+                report.volumes.append(read_volume_info(file, challenge, check_finite=check_finite))
+            except UserError as err:
+                report.bad.append((file, str(err).split(": ", 1)[-1]))
+        reports.append(report)
+    return reports
+
+
+def _shapes(volumes: list[VolumeInfo]) -> str:
+    counts = Counter("x".join(map(str, v.kspace_shape[-2:])) for v in volumes)
+    return ", ".join(f"{s}" + (f" ({n})" if len(counts) > 1 else "") for s, n in counts.most_common())
+
+
+def format_report(reports: list[SplitReport]) -> str:
+    """The summary table and the list of bad files."""
+    header = ["folder", "volumes", "slices", "kspace HxW", "coils", "target", "target size", "acquisitions", "bad"]
+    rows = []
+    for r in reports:
+        v = r.volumes
+        coils = sorted({x.num_coils for x in v})
+        rows.append(
+            [
+                r.folder.name,
+                str(len(v)),
+                str(sum(x.num_slices for x in v)),
+                _shapes(v) or "-",
+                (f"{coils[0]}" if len(coils) == 1 else f"{coils[0]}-{coils[-1]}") if coils else "-",
+                ", ".join(sorted({x.target_key or "none (mask)" for x in v})) or "-",
+                ", ".join(sorted({f"{x.target_shape[0]}x{x.target_shape[1]}" for x in v})) or "-",
+                ", ".join(f"{a or '?'} ({n})" for a, n in sorted(Counter(x.acquisition for x in v).items())) or "-",
+                str(len(r.bad)),
+            ]
+        )
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in rows)]
+    bad = [(p, why) for r in reports for p, why in r.bad]
+    if bad:
+        lines += ["", f"{len(bad)} bad file(s):"]
+        lines += [f"  {p}: {why}" for p, why in bad]
+    return "\n".join(lines)

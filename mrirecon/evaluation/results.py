@@ -1,0 +1,107 @@
+"""Per-volume results: the table users read, ``metrics.csv`` and ``summary.json``.
+
+One format for every method (the network, zero-filled, CS-TV), so that checkpoint evaluation,
+baselines and ``mrirecon report`` read and write the same files.
+
+``metrics.csv`` has one row per (method, acceleration, volume); ``summary.json`` holds, per
+method and acceleration, the mean and the population standard deviation (ddof=0) over volumes
+of SSIM, PSNR and NMSE, as ``fastmri.evaluate`` averages per volume.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+METRICS = ("ssim", "psnr", "nmse")
+
+# method -> (volume file name, acceleration) -> {"ssim": .., "psnr": .., "nmse": ..}
+PerVolume = Mapping[str, Mapping[tuple[str, float], Mapping[str, float]]]
+
+
+def acceleration_label(acceleration: float) -> str:
+    """'4x' for 4.0, '2.5x' for 2.5."""
+    return f"{acceleration:g}x"
+
+
+def summarize(per_volume: PerVolume) -> dict[str, dict[str, dict[str, Any]]]:
+    """Mean and std over volumes, per method and acceleration."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, volumes in per_volume.items():
+        by_acc: dict[float, list[Mapping[str, float]]] = {}
+        for (_, acc), values in volumes.items():
+            by_acc.setdefault(acc, []).append(values)
+        summary[method] = {}
+        for acc in sorted(by_acc):
+            rows = by_acc[acc]
+            entry: dict[str, Any] = {"volumes": len(rows)}
+            for metric in METRICS:
+                vals = [r[metric] for r in rows]
+                mean = sum(vals) / len(vals)
+                entry[metric] = {"mean": mean, "std": math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))}
+            summary[method][acceleration_label(acc)] = entry
+    return summary
+
+
+def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], markdown: bool = False) -> str:
+    """A table with one row per (acceleration, method): SSIM, PSNR (dB), NMSE as mean ± std."""
+    header = ["acceleration", "method", "volumes", "SSIM", "PSNR (dB)", "NMSE"]
+    rows = []
+    accs = sorted({a for m in summary.values() for a in m}, key=lambda a: float(a.rstrip("x")))
+    for acc in accs:
+        for method, by_acc in summary.items():
+            if acc not in by_acc:
+                continue
+            e = by_acc[acc]
+            rows.append(
+                [
+                    acc,
+                    method,
+                    str(e["volumes"]),
+                    f"{e['ssim']['mean']:.4f} ± {e['ssim']['std']:.4f}",
+                    f"{e['psnr']['mean']:.2f} ± {e['psnr']['std']:.2f}",
+                    f"{e['nmse']['mean']:.4f} ± {e['nmse']['std']:.4f}",
+                ]
+            )
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(per_volume: PerVolume, out_dir: Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``metrics.csv`` and ``summary.json`` into ``out_dir``; return the summary dict."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "acceleration", "volume", *METRICS])
+        for method, volumes in per_volume.items():
+            for (fname, acc), values in sorted(volumes.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+                writer.writerow([method, acceleration_label(acc), fname, *(f"{values[m]:.8g}" for m in METRICS)])
+    summary = {**(meta or {}), "methods": summarize(per_volume)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """Load a ``summary.json`` (or the one inside a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "summary.json"
+    from mrirecon.errors import UserError
+
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such summary file") from None
+    except ValueError as err:
+        raise UserError(f"{path}: not a valid summary.json ({err})") from None
