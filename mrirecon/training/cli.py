@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -78,7 +79,8 @@ def run_lightning_cli(argv: list[str]) -> None:
         MriReconCLI(
             ReconModule,
             ReconDataModule,
-            args=argv,
+            # LightningCLI warns when given args that equal sys.argv; it reads sys.argv itself then.
+            args=None if argv == sys.argv[1:] else argv,
             trainer_defaults=TRAINER_DEFAULTS,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
