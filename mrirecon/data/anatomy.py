@@ -1,0 +1,88 @@
+"""Real anatomical volumes that the simulator turns into MRI data.
+
+The simulator needs heads it can slice, deform and re-acquire offline. Two real T1-weighted
+volumes are usually at hand without a download: the MNI152 2009a template that ships inside
+nilearn's wheel (a skull-stripped brain) and, on Debian/Ubuntu with ``mricron-data``
+installed, the Colin27 single-subject head. Any other 3-D NIfTI/MGH T1 volume works too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from mrirecon.errors import UserError
+
+_MNI_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+_COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")
+
+
+def default_sources() -> list[Path]:
+    """Lists the anatomical volumes available on this machine without a download.
+
+    Returns:
+        The MNI152 2009a symmetric T1 template bundled with nilearn, followed by the Colin27
+        head of Debian's ``mricron-data`` package when that file exists.
+    """
+    # find_spec locates the package without importing it: importing nilearn pulls in
+    # scikit-learn and takes seconds.
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or spec.origin is None:
+        raise UserError("nilearn: not installed, so the MNI152 template is unavailable")
+    sources = [Path(spec.origin).parent / "datasets" / "data" / _MNI_T1]
+    if _COLIN27.is_file():
+        sources.append(_COLIN27)
+    return sources
+
+
+def load_anatomy(path: str | Path) -> np.ndarray:
+    """Loads a 3-D anatomical image in a canonical orientation with robustly scaled intensities.
+
+    The image is reoriented to the closest RAS+ orientation (first axis towards the patient's
+    right, second anterior, third superior, so axial slices index the last axis) and
+    resampled to 1 mm isotropic voxels, so that callers can reason in millimetres.
+    Intensities are divided by the 99.9th percentile of the non-zero voxels and clipped to
+    [0, 1], which keeps a few hot voxels from setting the scale.
+
+    Args:
+        path: A NIfTI or MGH file holding one 3-D volume (a trailing singleton 4th axis is
+            accepted).
+
+    Returns:
+        A float32 array of shape (x, y, z) with values in [0, 1].
+
+    Raises:
+        UserError: The file is missing, unreadable, not 3-D, or has no signal.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        image = nib.as_closest_canonical(nib.load(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as exc:  # nibabel raises many types for corrupt or foreign files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: cannot read as a NIfTI/MGH image ({reason})") from exc
+
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise UserError(f"{path}: expected a 3-D image, got shape {data.shape}")
+    if min(data.shape) < 16:
+        raise UserError(f"{path}: image of shape {data.shape} is too small to slice")
+
+    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    positive = data[data > 0]
+    if positive.size == 0:
+        raise UserError(f"{path}: image has no positive intensities")
+    # Scale before resampling: interpolation would smear a hot voxel over several.
+    data = np.clip(data / np.percentile(positive, 99.9), 0.0, 1.0)
+
+    zooms = np.asarray(image.header.get_zooms()[:3], dtype=np.float64)
+    if not np.allclose(zooms, 1.0, atol=0.01):
+        data = ndimage.zoom(data, zooms, order=1)
+    return data
