@@ -268,7 +268,7 @@ class SliceCollator:
     def __call__(self, samples: list[SliceSample]) -> ReconBatch | KSpaceBatch:
         crop = _common_crop(samples)
         meta = dict(
-            max_value=torch.tensor([s.max_value for s in samples], dtype=torch.float32),
+            max_value=torch.tensor([s.max_value for s in samples], dtype=torch.float64),
             fname=[s.fname for s in samples],
             slice_num=torch.tensor([s.slice_num for s in samples]),
             acceleration=torch.tensor([s.acceleration for s in samples], dtype=torch.float32),

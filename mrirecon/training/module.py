@@ -77,7 +77,7 @@ class ReconModule(pl.LightningModule):
             return F.l1_loss(output, batch.target)
         # SSIM is scale invariant once data_range scales too: dividing by the volume max keeps
         # the constants C1, C2 in a float32-friendly range for fastMRI's tiny intensities.
-        scale = batch.max_value.clamp_min(1e-12)[:, None, None, None]
+        scale = batch.max_value.float().clamp_min(1e-12)[:, None, None, None]
         pred = unnormalize(output, batch.mean, batch.std) / scale
         target = batch.target_image.unsqueeze(1) / scale
         return self.ssim_loss(pred, target, torch.ones_like(batch.max_value))
