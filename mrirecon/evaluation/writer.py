@@ -57,16 +57,24 @@ class ReconstructionWriter(BasePredictionWriter):
         self._slices: dict[tuple[str, float], dict[int, np.ndarray]] = defaultdict(dict)
         self.written: list[Path] = []
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
-        for i, fname in enumerate(prediction["fname"]):
-            key = (fname, float(prediction["acceleration"][i]))
-            self._slices[key][int(prediction["slice_num"][i])] = prediction["reconstruction"][i].numpy()
-            if len(self._slices[key]) == self.num_slices.get(fname, -1):
+    def add(self, reconstruction, fname: list[str], slice_num, acceleration) -> None:
+        """Take a batch of (B, h, w) reconstructions; write each volume that is now complete."""
+        for i, name in enumerate(fname):
+            key = (name, float(acceleration[i]))
+            self._slices[key][int(slice_num[i])] = reconstruction[i].float().cpu().numpy()
+            if len(self._slices[key]) == self.num_slices.get(name, -1):
                 self._flush(key)
 
-    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+    def finish(self) -> None:
+        """Write every volume still held (volumes whose slice count was not known)."""
         for key in list(self._slices):
             self._flush(key)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
+        self.add(prediction["reconstruction"], prediction["fname"], prediction["slice_num"], prediction["acceleration"])
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        self.finish()
 
     def _flush(self, key: tuple[str, float]) -> None:
         slices = self._slices.pop(key)

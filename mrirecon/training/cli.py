@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+from mrirecon.baselines.run import CSTVSettings
 from mrirecon.data.datamodule import ReconDataModule
 from mrirecon.errors import UserError
 from mrirecon.evaluation.writer import ReconstructionWriter
@@ -31,6 +35,8 @@ class MriReconCLI(LightningCLI):
         parser.add_optimizer_args((torch.optim.Optimizer,))
         parser.add_lr_scheduler_args(LRSchedulerTypeTuple)
         parser.set_defaults({"optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3}}})
+        # Read by `mrirecon baseline`; declared here so one config file serves training and baselines.
+        parser.add_class_arguments(CSTVSettings, "cs_tv", fail_untyped=False)
         parser.add_argument(
             "--output_dir",
             type=Optional[str],
@@ -39,11 +45,30 @@ class MriReconCLI(LightningCLI):
             "(default: the run's log folder, <log_dir>/reconstructions for predict)",
         )
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would overwrite the model section with the checkpoint's hyperparameters,
+        # silently dropping what the config and command line say (--model.method_name, a
+        # different net). The config is what runs; a checkpoint that does not fit it is an error.
+        pass
+
     def _check_ckpt(self) -> Optional[str]:
         ckpt = self.config[self.subcommand].get("ckpt_path")
-        if ckpt and ckpt not in ("best", "last", "hpc", "registry") and not Path(ckpt).is_file():
-            raise UserError(f"{ckpt}: no such checkpoint file")
+        if ckpt and ckpt not in ("best", "last", "hpc", "registry"):
+            if not Path(ckpt).is_file():
+                raise UserError(f"{ckpt}: no such checkpoint file")
+            # torch.save writes a zip archive; anything else (a config, a truncated copy) would
+            # fail deep inside torch.load with an unrelated error.
+            if not zipfile.is_zipfile(ckpt):
+                raise UserError(f"{ckpt}: not a checkpoint file (not the zip archive torch.save writes)")
         return ckpt
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # The Trainer is built from the config alone: what it rejects (an accelerator this
+        # machine lacks or whose package is not installed, contradictory limits) is a config mistake.
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ImportError) as err:
+            raise UserError(f"trainer: {_one_line(err)}") from None
 
     def before_fit(self) -> None:
         self._check_ckpt()
@@ -67,10 +92,31 @@ class MriReconCLI(LightningCLI):
         print(f"writing reconstructions to {out}")
 
 
+# Lines of jsonargparse's union reports that say nothing about the user's mistake.
+_UNION_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "Expected a <class 'NoneType'>",
+)
+
+
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    # jsonargparse lists every alternative of a union; the first line names the key and problem.
-    return text.splitlines()[0] if text else type(err).__name__
+    """jsonargparse's multi-line report as one line: the key, then the nested problem.
+
+    The first line alone is often just ``Parser key "model.loss":``; the reason follows on
+    indented lines, among the alternatives of a union (``net`` may be a Module or None).
+    """
+    lines = [line.strip().lstrip("-").strip() for line in str(err).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_UNION_NOISE)]
+    if not lines:
+        return type(err).__name__
+    text = lines[0]
+    for line in lines[1:]:
+        text += (" " if text.endswith(":") else "; ") + line
+    return text
 
 
 def run_lightning_cli(argv: list[str]) -> None:
