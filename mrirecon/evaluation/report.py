@@ -38,7 +38,7 @@ def _predict_checkpoint(name: str, ckpt: Path, config: Path, split: str, out: Pa
     target = out / "predictions" / name
     run_lightning_cli(
         ["predict", "--config", str(config), "--ckpt_path", str(ckpt), "--output_dir", str(target),
-         "--data.test_split", split, "--trainer.logger", "false"]
+         "--data.test_split", split, "--trainer.logger", "false", "--trainer.default_root_dir", str(target)]
     )
     return target
 
