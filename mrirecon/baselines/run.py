@@ -43,9 +43,9 @@ class CSTVSettings:
         batch_size: slices solved together.
     """
 
-    iterations: int = 200
-    lam: dict[int, float] = field(default_factory=lambda: {4: 0.01, 8: 0.01})
-    lam_default: float = 0.01
+    iterations: int = 100
+    lam: dict[int, float] = field(default_factory=lambda: {4: 0.003, 8: 0.003})
+    lam_default: float = 0.003
     batch_size: int = 16
 
     def __post_init__(self) -> None:
