@@ -24,6 +24,7 @@ from torch import nn
 
 from mrirecon.data.dataset import ReconBatch
 from mrirecon.data.transforms import unnormalize
+from mrirecon.errors import UserError
 from mrirecon.evaluation.metrics import VolumeMetricAccumulator
 from mrirecon.evaluation.results import format_table, write_results
 from mrirecon.models.unet import Unet
@@ -60,7 +61,9 @@ class ReconModule(pl.LightningModule):
         super().__init__()
         self.net = net if net is not None else Unet()
         self.save_hyperparameters(ignore=["net"])
-        self.hparams["net"] = describe_network(self.net)
+        # A second call (not `self.hparams[...] = ...`) so that hparams_initial, which the
+        # loggers write to hparams.yaml, holds the network too.
+        self.save_hyperparameters({"net": describe_network(self.net)})
         self.loss_name = loss
         self.ssim_loss = SSIMLoss() if loss == "ssim" else None
         self.num_log_images = num_log_images
@@ -137,7 +140,8 @@ class ReconModule(pl.LightningModule):
 
     def test_step(self, batch: ReconBatch, batch_idx: int) -> None:
         if not bool(batch.has_target.all()):
-            raise RuntimeError("test files without targets cannot be scored: use `mrirecon predict`")
+            fname = next(f for f, t in zip(batch.fname, batch.has_target.tolist()) if not t)
+            raise UserError(f"{fname}: no target to score against; reconstruct such files with `mrirecon predict`")
         self._evaluate_batch(batch)
 
     def on_test_epoch_end(self) -> None:
@@ -165,7 +169,9 @@ class ReconModule(pl.LightningModule):
         }
 
     # --- optimisation ---------------------------------------------------------------------
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The lr this step uses. Not in on_train_batch_end: Lightning steps epoch-interval
+        # schedulers before that hook on an epoch's last batch, so it would show the next epoch's.
         if self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
