@@ -121,6 +121,10 @@ class ReconModule(pl.LightningModule):
             )
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            # The sanity check sees a few slices of one volume: no volume metric to report.
+            self._reset_metrics()
+            return
         per_volume = {name: acc.compute() for name, acc in self._metrics.items()}
         for name, prefix in ((MODEL_KEY, "val"), (ZERO_FILLED_KEY, "val_zero_filled")):
             volumes = per_volume[name]
@@ -132,7 +136,7 @@ class ReconModule(pl.LightningModule):
                 for acc in sorted({a for _, a in volumes}):
                     sel = [v[metric] for (f, a), v in volumes.items() if a == acc]
                     self.log(f"{prefix}/{metric}_{acc:g}x", sum(sel) / len(sel))
-        if self._log_images and not self.trainer.sanity_checking:
+        if self._log_images:
             log_validation_grid(self.logger, self._log_images, self.global_step)
 
     def on_test_epoch_start(self) -> None:
@@ -179,7 +183,10 @@ class ReconModule(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        # Best by validation SSIM plus the last one, so `--ckpt_path last` resumes.
+        # Best by validation SSIM plus the last one, so `--ckpt_path last` resumes. Only when
+        # fitting: test and predict write no checkpoints.
+        if self.trainer.state.fn != "fit":
+            return []
         return [
             ModelCheckpoint(
                 monitor="val/ssim",
