@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any, Mapping
+
+from mrirecon.evaluation.metrics import summarize_by
 
 METRICS = ("ssim", "psnr", "nmse")
 
@@ -28,21 +29,17 @@ def acceleration_label(acceleration: float) -> str:
 
 
 def summarize(per_volume: PerVolume) -> dict[str, dict[str, dict[str, Any]]]:
-    """Mean and std over volumes, per method and acceleration."""
+    """Mean and std over volumes, per method and acceleration (label like '4x')."""
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for method, volumes in per_volume.items():
-        by_acc: dict[float, list[Mapping[str, float]]] = {}
-        for (_, acc), values in volumes.items():
-            by_acc.setdefault(acc, []).append(values)
-        summary[method] = {}
-        for acc in sorted(by_acc):
-            rows = by_acc[acc]
-            entry: dict[str, Any] = {"volumes": len(rows)}
-            for metric in METRICS:
-                vals = [r[metric] for r in rows]
-                mean = sum(vals) / len(vals)
-                entry[metric] = {"mean": mean, "std": math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))}
-            summary[method][acceleration_label(acc)] = entry
+        groups = summarize_by(volumes, lambda key: key[1], METRICS)
+        summary[method] = {
+            acceleration_label(acc): {
+                "volumes": int(g["num_volumes"]),
+                **{m: {"mean": g[f"{m}_mean"], "std": g[f"{m}_std"]} for m in METRICS},
+            }
+            for acc, g in sorted(groups.items())
+        }
     return summary
 
 

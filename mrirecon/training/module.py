@@ -155,10 +155,6 @@ class ReconModule(pl.LightningModule):
         out_dir = Path(self.output_dir or self.trainer.log_dir or ".")
         meta = {"split": getattr(self.trainer.datamodule, "test_split", None), "checkpoint": self.trainer.ckpt_path}
         summary = write_results(per_volume, out_dir, meta)
-        for method, by_acc in summary["methods"].items():
-            for acc, entry in by_acc.items():
-                for metric in ("ssim", "psnr", "nmse"):
-                    self.log(f"test_{method}/{metric}_{acc}", entry[metric]["mean"])
         if self.trainer.is_global_zero:
             print("\n" + format_table(summary["methods"]))
             print(f"\nper-volume metrics: {out_dir / 'metrics.csv'}\nsummary: {out_dir / 'summary.json'}")
