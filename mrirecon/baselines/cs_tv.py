@@ -29,62 +29,82 @@ real and imaginary parts of one difference are not split).
 
 Solver
 ------
-First-order primal-dual algorithm of Chambolle & Pock (2011, "PDHG"), θ = 1, fixed step sizes, all
-slices of the batch iterating together; ``λ`` and the step sizes are per-slice tensors. The initial
-image is the zero-filled reconstruction :math:`S^H F^H (w \odot y)`. Two splittings are used:
+Over-relaxed first-order primal-dual algorithm (Chambolle & Pock 2011, "PDHG", in the relaxed
+form of Condat 2013, Algorithm 3.1), fixed step sizes, all slices of the batch iterating together;
+``λ`` and the step sizes are per-slice tensors. The initial image is the zero-filled
+reconstruction :math:`x_0 = S^H F^H (w \odot y)`, the dual variables start at 0. Two splittings:
 
-* **Single-coil** (``sens=None``): the data term is the primal function. Its prox is exact and
-  diagonal in k-space because ``F`` is unitary,
+* **Single-coil** (``sens=None``): the data term ``f`` stays in the primal step. Its prox is exact
+  and diagonal in k-space because ``F`` is unitary,
   :math:`\mathrm{prox}_{\tau f}(v) = F^H\big[(F v + \tau w y) / (1 + \tau w)\big]`,
-  so only the gradient is split (``K = ∇``) and data consistency is enforced exactly each
-  iteration at the price of one FFT pair. The dual of the TV term is the projection onto
-  :math:`\{|p_e| \le \lambda\}` (conjugate of :math:`\lambda\|\cdot\|_1`)::
+  so only the gradient is split (``K = ∇``) and each iteration pulls the sampled k-space towards
+  the measurements exactly, for one FFT pair. The TV dual step is the projection of each complex
+  element onto the disc of radius λ (the prox of the conjugate of :math:`\lambda\|\cdot\|_1`)::
 
-      p     ← clip_λ(p + σ ∇ x̄)
-      x⁺    ← prox_{τf}(x − τ ∇ᵀ p)
-      x̄     ← 2 x⁺ − x
+      x̃ ← prox_{τf}(x − τ ∇ᵀ p)
+      p̃ ← clip_λ(p + σ ∇(2x̃ − x))
+      (x, p) ← (x, p) + ρ ((x̃, p̃) − (x, p))
 
-  Convergence needs :math:`\tau\sigma\|\nabla\|^2 \le 1`. For circular forward differences in 2-D
-  the eigenvalues of :math:`\nabla^T\nabla` are :math:`4\sin^2(\pi k/H) + 4\sin^2(\pi l/W) \le 8`
-  (attained for even sizes), so ``‖∇‖² = 8`` exactly and we take :math:`\tau = r/\sqrt8`,
-  :math:`\sigma = 1/(r\sqrt8)`.
+  On a 4x/8x problem this reaches a given objective in roughly half the iterations of the
+  variant that dualises the data term too (which sigpy uses), and ρ = 1.8 saves another ~1.5x
+  over plain PDHG (ρ = 1), measured on MNI slices.
 
-* **Multi-coil**: the prox of :math:`\tfrac12\|\sqrt w(F S x - y)\|^2` is a full linear solve (``S``
-  is not unitary), so the data term is dualised as well (``K = [A; ∇]``, ``A = √w F S``). Its
-  conjugate prox is the "y-shift" :math:`q ← (q + \sigma_d(A\bar x - \sqrt w\, y))/(1+\sigma_d)`::
+* **Multi-coil**: the prox of :math:`\tfrac12\|\sqrt w(F S x - y)\|^2` would need a linear solve
+  (``S`` is not unitary), so the data term is dualised as well: ``K = [A; ∇]`` with
+  ``A = √w F S``, whose conjugate prox is the "y-shift" average below::
 
-      q     ← (q + σ_d (A x̄ − √w y)) / (1 + σ_d)
-      p     ← clip_λ(p + σ_t ∇ x̄)
-      x⁺    ← x − τ (Aᴴ q + ∇ᵀ p)
-      x̄     ← 2 x⁺ − x
+      x̃ ← x − τ (Aᴴ q + ∇ᵀ p)
+      q̃ ← (q + σ_d (A(2x̃ − x) − √w y)) / (1 + σ_d)
+      p̃ ← clip_λ(p + σ ∇(2x̃ − x))
+      (x, q, p) ← (x, q, p) + ρ ((x̃, q̃, p̃) − (x, q, p))
 
-  With block step sizes (diagonal preconditioning, Pock & Chambolle 2011) convergence needs
-  :math:`\|\Sigma^{1/2} K \tau^{1/2}\|^2 \le 1`, which holds when
-  :math:`\tau(\sigma_d L_A + 8\sigma_t) \le 1` because
-  :math:`\|\Sigma^{1/2}K\|^2 = \|\sigma_d A^HA + \sigma_t\nabla^T\nabla\| \le \sigma_d\|A\|^2 + 8\sigma_t`.
-  :math:`L_A = \max(w)\,\max_r \sum_c |S_c(r)|^2 \ge \|A\|^2` is computed from the maps (``F`` is
-  unitary, the mask and the maps are pointwise multiplications); it is 1 for maps with
-  :math:`\sum_c|S_c|^2 \le 1` such as :func:`estimate_sensitivities` returns.
+Step sizes. Convergence for any relaxation ρ in (0, 2) needs
+:math:`\|\Sigma^{1/2} K T^{1/2}\|^2 < 1` with ``T``, ``Σ`` the primal and (block-diagonal)
+dual steps (Condat 2013, Thm. 3.1; the block form is the diagonal preconditioning of Pock &
+Chambolle 2011). For circular forward differences in 2-D the eigenvalues of
+:math:`\nabla^T\nabla` are :math:`4\sin^2(\pi k/H) + 4\sin^2(\pi l/W)`, so
+:math:`\|\nabla\|^2 = 8` exactly for even sizes (a bound otherwise). Single-coil:
+:math:`\tau = c\,r/\sqrt8`, :math:`\sigma = 1/(r\sqrt8)`, so :math:`\tau\sigma\|\nabla\|^2 = c`.
+Multi-coil: :math:`\|\Sigma^{1/2}K\|^2 = \|\sigma_d A^HA + \sigma\nabla^T\nabla\|
+\le \sigma_d L_A + 8\sigma` with :math:`L_A = \max(w)\max_r\sum_c|S_c(r)|^2 \ge \|A\|^2`
+(``F`` is unitary, the mask and the maps act pointwise; :math:`L_A = 1` for maps with
+:math:`\sum_c|S_c|^2 \le 1` such as :func:`estimate_sensitivities` returns), and we take
+:math:`\tau = c/(\sigma_d L_A + 8\sigma)`. ``c = 0.99`` keeps the inequality strict. No power
+iteration is run: these bounds are exact or rigorous, whereas a power iteration costs operator
+applications and, stopped early, under-estimates the norm, which can break convergence.
 
-No power iteration is run: both bounds are exact or rigorous upper bounds, whereas a power
-iteration costs operator applications and, stopped early, under-estimates the norm, which can
-break convergence.
-
-The ratio ``r`` between primal and dual steps does not change *whether* the method converges,
-only how fast. The iteration is scale-equivariant when λ scales with the data (``x``, ``y``,
-``λ`` and the dual variables all scale together), so a ratio tuned once holds for any intensity
-scale; the defaults were chosen on 4x/8x MNI-template brain slices with λ from
-:func:`relative_lambda_to_absolute`. Iterations run a fixed count; with ``tol`` the batch stops
-once every slice's relative image change :math:`\|x^+ - x\| / \|x^+\|` is below ``tol`` (checked
-every few iterations, so a GPU run does not synchronise every step).
+The ratio ``r`` (and σ_d) decide only the speed. With λ proportional to the data (as
+:func:`relative_lambda_to_absolute` gives) the iteration is scale-equivariant, and balancing the
+primal step against the dual one by the sizes of their solutions (about ``max|x0|`` for the
+image, λ for the TV dual) gives :math:`r^2 = \kappa \max|x_0| / \lambda`; κ = 0.1 and
+σ_d = 0.2 were tuned on 4x/8x MNI-template brain slices (single- and 8-coil): for λ_rel from
+1e-3 to 3e-2 the rule lands at or next to the best of a grid of fixed ratios (0.5 to 16), whose
+optimum moves by more than 4x over that range. Iterations run a fixed count;
+with ``tol`` the batch stops once every slice's relative image change
+:math:`\|x_{k+1} - x_k\| / \|x_{k+1}\|` is below ``tol`` (checked every ``check_every``
+iterations, so a GPU run does not synchronise every step).
 
 Regularisation weight
 ---------------------
 :func:`relative_lambda_to_absolute` maps a relative λ to an absolute one,
 :math:`\lambda_b = \lambda_\mathrm{rel} \cdot \max_r |x_{0,b}(r)|` with :math:`x_0` the zero-filled
-(coil-combined) image, so one λ works for data of any scale (TV and the data term are both
-homogeneous of degree 1 resp. 2 in the intensity; scaling λ with the intensity keeps the minimiser
-proportional to the data).
+(coil-combined) image, so one λ works for data of any scale: with ``y → c y`` and ``λ → c λ`` the
+objective of ``c x`` is ``c²`` times that of ``x``, so the minimiser scales with the data.
+
+Defaults, from single-coil MNI T1 slices (6 axial slices, smooth phase, complex noise of 0.2% of
+the image maximum, fastMRI random masks; SSIM of magnitudes, data range = target maximum):
+
+=====  ============  ==========  =========================  ==========================
+accel  λ_rel         iterations  SSIM 128² (zero-filled)    SSIM 256² (zero-filled)
+=====  ============  ==========  =========================  ==========================
+4x     0.005         300         0.834 (0.476)              0.908 (0.549)
+8x     0.01          500         0.596 (0.390)              0.772 (0.457)
+=====  ============  ==========  =========================  ==========================
+
+4x uses 8% centre columns, 8x 4%. At 4x the best λ_rel moved from 0.01 (128²) to 0.005 (256²),
+each costing ≤ 0.003 SSIM at the other size; 300 iterations are within 0.003 of the converged
+SSIM. At 8x, 500 iterations are within 0.005 of converged; λ_rel 0.02 to 0.04 gain ~0.01 more
+at 256² but only after ~1000 iterations.
 
 Sensitivities
 -------------
@@ -99,50 +119,81 @@ dominates the low-resolution images.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 __all__ = [
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_LAMBDA_REL",
     "cs_tv_reconstruct",
     "estimate_sensitivities",
     "relative_lambda_to_absolute",
     "tv_objective",
 ]
 
-_SIGMA_D = 1.0
+# Tuned step-size constants (see "Solver" in the module docstring).
+_RATIO_CONSTANT = 0.1
+_RATIO_MIN, _RATIO_MAX = 0.25, 1e3
+_SIGMA_DATA = 0.2
+_RELAXATION = 1.8  # ρ in (0, 2); see "Solver".
+_STEP_MARGIN = 0.99  # keeps ‖Σ^½ K T^½‖² < 1 strict.
 _GRAD_NORM_SQ = 8.0  # ‖∇‖² for 2-D circular forward differences (exact for even sizes).
 
+DEFAULT_LAMBDA_REL = 0.005
+"""Recommended relative λ at 4x (use 0.01 at 8x); see "Regularisation weight"."""
+DEFAULT_ITERATIONS = 300
+"""Recommended iterations at 4x (use 500 at 8x)."""
 
-def _fft2c(x: torch.Tensor) -> torch.Tensor:
+
+def _ifft2c(k: torch.Tensor) -> torch.Tensor:
     dims = (-2, -1)
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=dims), norm="ortho"), dim=dims)
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=dims), norm="ortho"), dim=dims)
 
 
-def _ifft2c(x: torch.Tensor) -> torch.Tensor:
-    dims = (-2, -1)
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(x, dim=dims), norm="ortho"), dim=dims)
+# The solver works on ifftshift-ed images and k-space. The centred FFT is
+# fftshift ∘ fft2 ∘ ifftshift, the mask and maps act pointwise, and circular TV is invariant under
+# the circular shift, so in that domain plain FFTs give the same problem and the same objective,
+# saving four rolls of every array per iteration; only inputs and the result are shifted.
+def _to_solver_domain(t: torch.Tensor) -> torch.Tensor:
+    return torch.fft.ifftshift(t, dim=(-2, -1))
+
+
+def _from_solver_domain(t: torch.Tensor) -> torch.Tensor:
+    return torch.fft.fftshift(t, dim=(-2, -1))
 
 
 def _grad(x: torch.Tensor) -> torch.Tensor:
     """Circular backward-looking differences ``x - roll(x, 1)`` along rows and columns, as sigpy."""
-    return torch.stack((x - x.roll(1, dims=-2), x - x.roll(1, dims=-1)), dim=-3)
+    out = x.new_empty(*x.shape[:-2], 2, *x.shape[-2:])
+    torch.sub(x, x.roll(1, dims=-2), out=out.select(-3, 0))
+    torch.sub(x, x.roll(1, dims=-1), out=out.select(-3, 1))
+    return out
 
 
 def _grad_adjoint(p: torch.Tensor) -> torch.Tensor:
     rows, cols = p.unbind(dim=-3)
-    return rows - rows.roll(-1, dims=-2) + cols - cols.roll(-1, dims=-1)
+    return (rows - rows.roll(-1, dims=-2)).add_(cols).sub_(cols.roll(-1, dims=-1))
 
 
-def _clip_magnitude(p: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """Project each complex element onto the disc of radius ``lam`` (prox of (λ‖·‖₁)*)."""
-    return p / torch.clamp(p.abs() / lam, min=1.0)
+def _clip_magnitude_(p: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Project each complex element of ``p``, in place, onto the disc of radius ``lam``.
+
+    This is the prox of the conjugate of λ‖·‖₁. The floor on max(|p|, λ) makes λ = 0 give 0
+    rather than 0/0.
+    """
+    # sqrt(re² + im²) rather than abs(): torch's complex abs is an overflow-safe hypot, several
+    # times slower on CPU, and these magnitudes (image differences) are far from overflow.
+    scale = (p.real.square() + p.imag.square()).sqrt_().clamp_(min=lam)
+    scale.clamp_min_(torch.finfo(lam.dtype).tiny)
+    return p.mul_(torch.div(lam, scale, out=scale))
 
 
 def _prepare(
     y: torch.Tensor, mask: torch.Tensor, lam: float | torch.Tensor, sens: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate shapes; return k-space weights broadcastable to ``y`` and λ shaped ``(B, 1, 1)``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Validate shapes; return y, k-space weights (broadcastable to y) and sens in the solver
+    domain, and λ shaped (B, 1, 1)."""
     if not y.is_complex():
         raise TypeError(f"y must be complex, got {y.dtype}")
     multicoil = sens is not None
@@ -156,29 +207,32 @@ def _prepare(
     if mask.shape != (batch, width):
         raise ValueError(f"mask must be (B, W) = {(batch, width)}, got {tuple(mask.shape)}")
     real_dtype = y.real.dtype
-    weights = mask.to(device=y.device, dtype=real_dtype)
-    weights = weights.view(batch, *([1] * (y.ndim - 2)), width)
+    weights = mask.to(device=y.device, dtype=real_dtype).view(batch, *([1] * (y.ndim - 2)), width)
     lam = torch.as_tensor(lam, dtype=real_dtype, device=y.device)
     if lam.ndim == 0:
         lam = lam.expand(batch)
     if lam.shape != (batch,):
         raise ValueError(f"lam must be a float or a (B,) tensor, got shape {tuple(lam.shape)}")
-    return weights, lam.view(batch, 1, 1), y
+    if multicoil:
+        sens = _to_solver_domain(sens.to(y.dtype))
+    return _to_solver_domain(y), _to_solver_domain(weights), sens, lam.view(batch, 1, 1)
 
 
 def _forward(x: torch.Tensor, sens: torch.Tensor | None) -> torch.Tensor:
-    return _fft2c(x if sens is None else sens * x.unsqueeze(1))
+    """F S x in the solver domain (plain orthonormal FFT, see ``_to_solver_domain``)."""
+    return torch.fft.fft2(x if sens is None else sens * x.unsqueeze(1), norm="ortho")
 
 
 def _adjoint(k: torch.Tensor, sens: torch.Tensor | None) -> torch.Tensor:
-    images = _ifft2c(k)
+    """Sᴴ Fᴴ k in the solver domain."""
+    images = torch.fft.ifft2(k, norm="ortho")
     return images if sens is None else (sens.conj() * images).sum(dim=1)
 
 
 def _objective_parts(
-    kspace_residual: torch.Tensor, grad_x: torch.Tensor, weights: torch.Tensor, lam: torch.Tensor
+    weighted_residual: torch.Tensor, grad_x: torch.Tensor, lam: torch.Tensor
 ) -> torch.Tensor:
-    data = 0.5 * (weights * kspace_residual.abs().square()).flatten(1).sum(1)
+    data = 0.5 * weighted_residual.abs().square().flatten(1).sum(1)
     return data + lam.view(-1) * grad_x.abs().flatten(1).sum(1)
 
 
@@ -202,19 +256,20 @@ def tv_objective(
         The objective of each slice, real tensor (B,); the definition is in the module docstring
         and equals sigpy's ``TotalVariationRecon.objective()`` for the same problem.
     """
-    weights, lam, y = _prepare(y, mask, lam, sens)
-    return _objective_parts(_forward(x, sens) - y, _grad(x), weights, lam)
+    y, weights, sens, lam = _prepare(y, mask, lam, sens)
+    x = _to_solver_domain(x)
+    return _objective_parts(weights.sqrt() * (_forward(x, sens) - y), _grad(x), lam)
 
 
 def cs_tv_reconstruct(
     y: torch.Tensor,
     mask: torch.Tensor,
     lam: float | torch.Tensor,
-    iterations: int = 100,
+    iterations: int = DEFAULT_ITERATIONS,
     sens: torch.Tensor | None = None,
     tol: float | None = None,
     return_history: bool = False,
-    step_ratio: float | None = None,
+    step_ratio: float | torch.Tensor | None = None,
     check_every: int = 10,
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -231,90 +286,112 @@ def cs_tv_reconstruct(
             :func:`relative_lambda_to_absolute`).
         iterations: Maximum number of iterations.
         sens: Coil sensitivities (B, C, H, W); None for single-coil data.
-        tol: If given, stop once every slice's relative image change per iteration is below it
-            (checked every ``check_every`` iterations).
-        return_history: Also return the objective after every iteration.
-        step_ratio: Primal/dual step ratio ``r``; None picks the tuned default of the chosen
-            splitting. Any positive value converges.
+        tol: If given, stop once every slice's relative image change in one iteration,
+            ``‖x_k+1 − x_k‖ / ‖x_k+1‖``, is at most ``tol`` (checked every ``check_every``
+            iterations). 1e-4 puts the objective within ~1e-4 of converged on MNI slices.
+        return_history: Also return the objective after every iteration (costs a modulus and a
+            sum per iteration; the operators are not applied again).
+        step_ratio: Primal/dual step ratio ``r`` (float or (B,) tensor); None picks
+            ``sqrt(0.1 * max|x0| / lam)`` per slice, clamped to [0.25, 1000] (see the module
+            docstring). Any positive value converges; it only sets the speed.
         check_every: Interval, in iterations, of the ``tol`` check and ``callback`` calls.
-        callback: Called as ``callback(iteration, x)`` every ``check_every`` iterations.
+        callback: Called as ``callback(iteration, x)`` with the current images every
+            ``check_every`` iterations and after the last one.
 
     Returns:
         The complex images (B, H, W); with ``return_history`` also the objective values, a real
-        tensor (n + 1, B) whose row 0 is the zero-filled start and row ``k`` is after iteration
+        tensor (n + 1, B) whose row 0 is the zero-filled start and row ``k`` follows iteration
         ``k`` (n iterations run).
     """
-    weights, lam, y = _prepare(y, mask, lam, sens)
+    y, weights, sens, lam = _prepare(y, mask, lam, sens)
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
-    if step_ratio is not None and step_ratio <= 0:
-        raise ValueError(f"step_ratio must be positive, got {step_ratio}")
-    weighted_y = weights * y
-    x = _adjoint(weighted_y, sens)
-    grad_x = _grad(x)
-    p = torch.zeros_like(grad_x)
-    history = []
-    if sens is None:
-        ratio = 4.0 if step_ratio is None else step_ratio
-        tau = ratio / _GRAD_NORM_SQ**0.5
-        sigma = 1.0 / (ratio * _GRAD_NORM_SQ**0.5)
-        kx = _fft2c(x)
-    else:
-        ratio = 1.0 if step_ratio is None else step_ratio
-        sigma_d = _SIGMA_D
-        sqrt_w = weights.sqrt()
-        shifted_y = sqrt_w * y
+    if check_every < 1:
+        raise ValueError(f"check_every must be >= 1, got {check_every}")
+    multicoil = sens is not None
+    batch = y.shape[0]
+    sqrt_w = weights.sqrt()
+    x = _adjoint(weights * y, sens)
+    ratio = _step_ratio(step_ratio, x, lam)
+    sigma = (1.0 / (ratio * _GRAD_NORM_SQ**0.5)).view(batch, 1, 1, 1)
+    if multicoil:
         # ‖A‖² ≤ max(w) · max_r Σ_c|S_c(r)|²: F is unitary, the mask and the maps act pointwise.
         norm_a_sq = weights.flatten(1).amax(1) * sens.abs().square().sum(1).flatten(1).amax(1)
-        # σ_d = 1 keeps the data dual's prox (q + σ r)/(1 + σ) a plain average; τ then follows
-        # from τ(σ_d L_A + 8 σ_t) = 1 with σ_t = σ_d / r².
-        sigma = 1.0 / (ratio * _GRAD_NORM_SQ**0.5)
-        tau = (1.0 / (sigma_d * norm_a_sq + _GRAD_NORM_SQ * sigma)).view(-1, 1, 1)
-        ax = sqrt_w * _forward(x, sens)
-        q = torch.zeros_like(ax)
-    if return_history:
-        residual = kx - y if sens is None else ax - shifted_y
-        history.append(_objective_parts(residual, grad_x, weights if sens is None else 1.0, lam))
+        tau = _STEP_MARGIN / (_SIGMA_DATA * norm_a_sq + _GRAD_NORM_SQ * sigma.view(batch))
+        tau = tau.view(batch, 1, 1)
+        # The k-space variable is A x = √w F S x; the data dual q lives in the same space.
+        measured = sqrt_w * y
+        kx = sqrt_w * _forward(x, sens)
+        q = torch.zeros_like(kx)
+    else:
+        tau = (_STEP_MARGIN * ratio / _GRAD_NORM_SQ**0.5).view(batch, 1, 1)
+        # The exact data prox, per k-space sample: (F v + τ w y) / (1 + τ w), a weighted average
+        # of the current spectrum and the measurement. Both constants are fixed for the run.
+        tau_measured = tau * weights * y
+        inverse_denominator = 1.0 / (1.0 + tau * weights)
+        kx = _forward(x, None)
+    grad_x = _grad(x)
+    p = torch.zeros_like(grad_x)
+    lam_dual = lam.unsqueeze(1)
 
-    x_bar_grad = grad_x
-    x_bar_ax = None if sens is None else ax
+    def objective() -> torch.Tensor:
+        residual = kx - measured if multicoil else sqrt_w * (kx - y)
+        return _objective_parts(residual, grad_x, lam)
+
+    history = [objective()] if return_history else []
+    # In-place updates throughout: on CPU, fresh allocations of these large arrays cost more
+    # than the arithmetic. K x (kx, grad_x) is carried along and relaxed like x, so K(2x̃ − x)
+    # needs no extra operator application and the objective comes for free.
     for iteration in range(1, iterations + 1):
-        p = _clip_magnitude(p + sigma * x_bar_grad, lam.unsqueeze(1))
-        if sens is None:
-            # Exact prox of the data term in k-space: a weighted average of the current k-space and
-            # the measurements, which enforces data consistency every iteration.
-            v = _fft2c(x - tau * _grad_adjoint(p))
-            kx = (v + tau * weighted_y) / (1.0 + tau * weights)
-            x_new = _ifft2c(kx)
+        if multicoil:
+            x_step = _adjoint(sqrt_w * q, sens).add_(_grad_adjoint(p)).mul_(-tau).add_(x)
+            kx_step = _forward(x_step, sens).mul_(sqrt_w)
+            q_step = torch.lerp(kx, kx_step, 2.0).sub_(measured).mul_(_SIGMA_DATA).add_(q)
+            q.lerp_(q_step.div_(1.0 + _SIGMA_DATA), _RELAXATION)
         else:
-            q = (q + sigma_d * (x_bar_ax - shifted_y)) / (1.0 + sigma_d)
-            x_new = x - tau * (_adjoint(sqrt_w * q, sens) + _grad_adjoint(p))
-            ax_new = sqrt_w * _forward(x_new, sens)
-            # K x̄ = 2 K x⁺ − K x by linearity: one forward operator per iteration, and K x⁺ gives
-            # the objective for free.
-            x_bar_ax = 2.0 * ax_new - ax
-            ax = ax_new
-        grad_new = _grad(x_new)
-        x_bar_grad = 2.0 * grad_new - grad_x
-        grad_x = grad_new
+            kx_step = _forward(_grad_adjoint(p).mul_(-tau).add_(x), None)
+            kx_step.add_(tau_measured).mul_(inverse_denominator)
+            x_step = _adjoint(kx_step, None)
+        grad_step = _grad(x_step)
+        p_step = torch.lerp(grad_x, grad_step, 2.0).mul_(sigma).add_(p)
+        p.lerp_(_clip_magnitude_(p_step, lam_dual), _RELAXATION)
+        check = iteration % check_every == 0 or iteration == iterations
+        if check and tol is not None:
+            change = _RELAXATION * torch.linalg.vector_norm(x_step - x, dim=(-2, -1))
+        x.lerp_(x_step, _RELAXATION)
+        if multicoil or return_history:  # single-coil needs F x only for the objective
+            kx.lerp_(kx_step, _RELAXATION)
+        grad_x.lerp_(grad_step, _RELAXATION)
         if return_history:
-            residual = kx - y if sens is None else ax - shifted_y
-            history.append(_objective_parts(residual, grad_x, weights if sens is None else 1.0, lam))
-        converged = False
-        if iteration % check_every == 0 or iteration == iterations:
+            history.append(objective())
+        if check:
             if callback is not None:
-                callback(iteration, x_new)
-            if tol is not None:
-                change = (x_new - x).flatten(1).norm(dim=1) / x_new.flatten(1).norm(dim=1).clamp_min(
-                    torch.finfo(lam.dtype).tiny
-                )
-                converged = bool((change < tol).all())
-        x = x_new
-        if converged:
-            break
+                callback(iteration, _from_solver_domain(x))
+            if tol is not None and bool((change <= tol * torch.linalg.vector_norm(x, dim=(-2, -1))).all()):
+                break
+    x = _from_solver_domain(x)
     if return_history:
         return x, torch.stack(history)
     return x
+
+
+def _step_ratio(
+    step_ratio: float | torch.Tensor | None, x0: torch.Tensor, lam: torch.Tensor
+) -> torch.Tensor:
+    """Per-slice primal/dual step ratio r, shape (B,)."""
+    batch = x0.shape[0]
+    if step_ratio is not None:
+        ratio = torch.as_tensor(step_ratio, dtype=lam.dtype, device=lam.device).expand(batch)
+        if bool((ratio <= 0).any()):
+            raise ValueError(f"step_ratio must be positive, got {step_ratio}")
+        return ratio
+    # τ/σ = r² balances the primal step against the dual one; the solutions' magnitudes are
+    # max|x| for the image and λ for the TV dual, so r² ∝ max|x0| / λ. The constant and the
+    # clamp (λ = 0 must not give an infinite step) were tuned on MNI slices (module docstring).
+    peak = x0.abs().flatten(1).amax(1)
+    lam = lam.view(batch)
+    ratio = (_RATIO_CONSTANT * peak / lam.clamp_min(torch.finfo(lam.dtype).tiny)).sqrt()
+    return ratio.clamp(_RATIO_MIN, _RATIO_MAX)
 
 
 def relative_lambda_to_absolute(
@@ -329,7 +406,8 @@ def relative_lambda_to_absolute(
     CS-TV minimiser is then proportional to the data, so one ``lam_rel`` serves any scaling.
 
     Args:
-        lam_rel: Relative weight, a float or a (B,) tensor.
+        lam_rel: Relative weight, a float or a (B,) tensor; :data:`DEFAULT_LAMBDA_REL` (0.005)
+            suits 4x, 0.01 suits 8x.
         y: Measured k-space, complex (B, H, W) or (B, C, H, W).
         mask: Column mask or weights, (B, W).
         sens: Coil sensitivities (B, C, H, W), or None for single-coil.
@@ -337,7 +415,7 @@ def relative_lambda_to_absolute(
     Returns:
         The absolute λ, real tensor (B,).
     """
-    weights, _, y = _prepare(y, mask, 0.0, sens)
+    y, weights, sens, _ = _prepare(y, mask, 0.0, sens)
     peak = _adjoint(weights * y, sens).abs().flatten(1).amax(1)
     return torch.as_tensor(lam_rel, dtype=peak.dtype, device=peak.device) * peak
 

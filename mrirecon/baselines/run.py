@@ -20,7 +20,13 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from mrirecon.baselines.cs_tv import cs_tv_reconstruct, estimate_sensitivities, relative_lambda_to_absolute
+from mrirecon.baselines.cs_tv import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_LAMBDA_REL,
+    cs_tv_reconstruct,
+    estimate_sensitivities,
+    relative_lambda_to_absolute,
+)
 from mrirecon.data.datamodule import ReconDataModule
 from mrirecon.data.dataset import KSpaceBatch, kspace_to_recon_batch
 from mrirecon.data.transforms import crop_target
@@ -43,9 +49,9 @@ class CSTVSettings:
         batch_size: slices solved together.
     """
 
-    iterations: int = 100
-    lam: dict[int, float] = field(default_factory=lambda: {4: 0.003, 8: 0.003})
-    lam_default: float = 0.003
+    iterations: int = DEFAULT_ITERATIONS
+    lam: dict[int, float] = field(default_factory=dict)
+    lam_default: float = DEFAULT_LAMBDA_REL
     batch_size: int = 16
 
     def __post_init__(self) -> None:
