@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
