@@ -134,7 +134,9 @@ def run_baseline(
     except TypeError as err:
         raise UserError(f"{config_path}: bad data section ({err})") from None
     dm.setup("test")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
     volumes = dm.volumes(dm.test_split)
     writer = ReconstructionWriter(Path(output_dir) / "reconstructions", per_acceleration=not dm.use_file_masks,
                                   num_slices={v.path.name: v.num_slices for v in volumes})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mrirecon.data.volumes import Challenge, VolumeInfo, list_volume_files, read_volume_info
 from mrirecon.errors import UserError
+from mrirecon.text import text_table
 
 SPLIT_FOLDER = re.compile(r"^(singlecoil|multicoil)_(\w+)$")
 
@@ -93,9 +94,7 @@ def format_report(reports: list[SplitReport]) -> str:
                 str(len(r.bad)),
             ]
         )
-    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in rows)]
+    lines = [text_table(header, rows)]
     bad = [(p, why) for r in reports for p, why in r.bad]
     if bad:
         lines += ["", f"{len(bad)} bad file(s):"]

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from mrirecon.baselines.run import load_config
+from mrirecon.data.transforms import crop_target
 from mrirecon.data.volumes import TARGET_KEYS
 from mrirecon.errors import UserError
 from mrirecon.evaluation.metrics import ssim_per_slice, volume_metrics
@@ -65,9 +66,9 @@ def _load(path: Path, key: str) -> np.ndarray:
         raise UserError(f"{path}: cannot read '{key}' ({err})") from None
 
 
-def _centre_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    top, left = (x.shape[-2] - shape[0]) // 2, (x.shape[-1] - shape[1]) // 2
-    return x[..., top : top + shape[0], left : left + shape[1]]
+def _crop(volume: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Centre crop (slices, H, W) to the reconstructions' size, as the DataModule crops targets."""
+    return crop_target(torch.from_numpy(volume), tuple(shape)).numpy()
 
 
 def score_methods(methods: dict[str, Path], split_dir: Path, challenge: str, progress: bool = True):
@@ -79,7 +80,7 @@ def score_methods(methods: dict[str, Path], split_dir: Path, challenge: str, pro
         per_volume[name] = {}
         for (fname, acc), path in tqdm(files[name].items(), desc=f"scoring {name}", disable=not progress):
             recon = _load(path, "reconstruction")
-            target = _centre_crop(_load(split_dir / fname, target_key), recon.shape[-2:])
+            target = _crop(_load(split_dir / fname, target_key), recon.shape[-2:])
             if target.shape != recon.shape:
                 raise UserError(f"{path}: shape {recon.shape} differs from the target's {target.shape}")
             per_volume[name][(fname, acc)] = volume_metrics(torch.from_numpy(target), torch.from_numpy(recon))
@@ -109,7 +110,7 @@ def comparison_figure(files, split_dir: Path, challenge: str, acceleration: floa
         target_volume = _load(split_dir / fname, TARGET_KEYS[challenge])
         vmax = float(target_volume.max())
         recons = {name: _load(files[name][(fname, acceleration)], "reconstruction")[slice_num] for name in names}
-        target = _centre_crop(target_volume, recons[names[0]].shape)[slice_num]
+        target = _crop(target_volume, recons[names[0]].shape)[slice_num]
         axes[0 + 2 * p, 0].imshow(target, cmap="gray", vmin=0, vmax=vmax)
         axes[2 * p, 0].set_title(f"target\n{fname} [{slice_num}]", fontsize=9)
         axes[2 * p + 1, 0].text(0.5, 0.5, f"|error| x{ERROR_GAIN:g}\n(one scale\nfor all panels)", ha="center", va="center", fontsize=9)

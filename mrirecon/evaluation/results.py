@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mrirecon.evaluation.metrics import summarize_by
+from mrirecon.text import text_table
 
 METRICS = ("ssim", "psnr", "nmse")
 
@@ -67,11 +68,7 @@ def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], markdow
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*r) for r in rows]
-    return "\n".join(lines)
+    return text_table(header, rows)
 
 
 def write_results(per_volume: PerVolume, out_dir: Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -87,18 +84,3 @@ def write_results(per_volume: PerVolume, out_dir: Path, meta: Mapping[str, Any] 
     summary = {**(meta or {}), "methods": summarize(per_volume)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """Load a ``summary.json`` (or the one inside a folder)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "summary.json"
-    from mrirecon.errors import UserError
-
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such summary file") from None
-    except ValueError as err:
-        raise UserError(f"{path}: not a valid summary.json ({err})") from None
