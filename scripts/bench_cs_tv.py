@@ -30,7 +30,7 @@ import torch
 from fastmri.data.subsample import RandomMaskFunc
 from scipy.ndimage import zoom
 
-from mrirecon.baselines.cs_tv import (
+from mrirecon.methods.cs_tv import (
     DEFAULT_ITERATIONS,
     DEFAULT_LAMBDA_REL,
     cs_tv_reconstruct,

@@ -1,13 +1,16 @@
 """Real anatomical volumes that the simulator turns into MRI data.
 
-The simulator needs heads it can slice, deform and re-acquire offline. Two real T1-weighted
-volumes are usually at hand without a download: the MNI152 2009a template that ships inside
-nilearn's wheel (a skull-stripped brain) and, on Debian/Ubuntu with ``mricron-data``
-installed, the Colin27 single-subject head. Any other 3-D NIfTI/MGH T1 volume works too.
+The simulator needs heads it can slice, deform and re-acquire offline. The default source is
+the MNI152 2009a template that ships inside nilearn's wheel (a skull-stripped brain), which is
+present wherever mrirecon is installed, so a seed gives the same dataset on every machine.
+Other heads come only when asked for, by path or by name (:data:`NAMED_SOURCES`): ``colin27``
+is the Colin27 single-subject head of Debian/Ubuntu's ``mricron-data`` package. Any other 3-D
+NIfTI/MGH T1 volume works too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -21,22 +24,50 @@ _MNI_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 _COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")
 
 
-def default_sources() -> list[Path]:
-    """Lists the anatomical volumes available on this machine without a download.
-
-    Returns:
-        The MNI152 2009a symmetric T1 template bundled with nilearn, followed by the Colin27
-        head of Debian's ``mricron-data`` package when that file exists.
-    """
+def mni152_path() -> Path:
+    """The MNI152 2009a symmetric T1 template inside nilearn's wheel."""
     # find_spec locates the package without importing it: importing nilearn pulls in
     # scikit-learn and takes seconds.
     spec = importlib.util.find_spec("nilearn")
     if spec is None or spec.origin is None:
         raise UserError("nilearn: not installed, so the MNI152 template is unavailable")
-    sources = [Path(spec.origin).parent / "datasets" / "data" / _MNI_T1]
-    if _COLIN27.is_file():
-        sources.append(_COLIN27)
-    return sources
+    return Path(spec.origin).parent / "datasets" / "data" / _MNI_T1
+
+
+NAMED_SOURCES = {
+    "mni152": "the MNI152 2009a template (nilearn; the default)",
+    "colin27": f"the Colin27 head ({_COLIN27}, Debian package mricron-data)",
+}
+
+
+def default_sources() -> list[Path]:
+    """The simulator's default anatomy: the MNI152 template alone, on every machine."""
+    return [mni152_path()]
+
+
+def resolve_source(source: str | Path) -> Path:
+    """A source given as a path or as a name of :data:`NAMED_SOURCES`.
+
+    Raises:
+        UserError: an unknown name, or a named source that is not installed.
+    """
+    name = str(source).lower()
+    if name == "mni152":
+        return mni152_path()
+    if name == "colin27":
+        if not _COLIN27.is_file():
+            raise UserError(f"--source colin27: {_COLIN27} is missing; install Debian's mricron-data (scripts/setup.sh does)")
+        return _COLIN27
+    return Path(source)
+
+
+def source_digest(path: str | Path) -> str:
+    """The SHA-256 of a source file, recorded so that a dataset names exactly what it came from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_anatomy(path: str | Path) -> np.ndarray:

@@ -1,8 +1,9 @@
 """``mrirecon data check``: validate a fastMRI-layout folder and summarise it.
 
 A folder may be a dataset root (holding ``singlecoil_train``, ``multicoil_val``, ...) or one split
-folder of ``*.h5`` files. Every file is opened and validated with the same checks training runs
-(:func:`mrirecon.data.volumes.read_volume_info`); each bad file becomes a row with its reason.
+folder of ``*.h5`` files. Every file is validated by the same scan training runs, through the
+same metadata cache (:func:`mrirecon.data.volumes.scan_volumes`), so a check makes the next
+training start fast and vice versa; each bad file becomes a row with its reason.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrirecon.data.volumes import Challenge, VolumeInfo, list_volume_files, read_volume_info
+from mrirecon.core.text import text_table
+from mrirecon.data.volumes import Challenge, VolumeInfo, scan_volumes
 from mrirecon.errors import UserError
-from mrirecon.text import text_table
 
 SPLIT_FOLDER = re.compile(r"^(singlecoil|multicoil)_(\w+)$")
 
@@ -50,21 +51,19 @@ def split_folders(path: Path) -> list[tuple[Path, Challenge]]:
     raise UserError(f"{path}: empty, or no singlecoil_*/multicoil_* split folders with .h5 volumes")
 
 
-def check_dataset(path: Path, check_finite: bool = True) -> list[SplitReport]:
+def check_dataset(path: Path, check_finite: bool = True, use_cache: bool = True) -> list[SplitReport]:
     """Validate every file under ``path``; never raises for a bad file, only for a bad folder."""
     reports = []
     for folder, challenge in split_folders(path):
         report = SplitReport(folder, challenge)
+
+        def bad(file: Path, err: UserError, report: SplitReport = report) -> None:
+            report.bad.append((file, str(err).split(": ", 1)[-1]))
+
         try:
-            files = list_volume_files(folder)
+            report.volumes = scan_volumes(folder, challenge, check_finite, use_cache, on_error=bad)
         except UserError as err:
-            report.bad.append((folder, str(err).split(": ", 1)[-1]))
-            files = []
-        for file in files:
-            try:
-                report.volumes.append(read_volume_info(file, challenge, check_finite=check_finite))
-            except UserError as err:
-                report.bad.append((file, str(err).split(": ", 1)[-1]))
+            bad(folder, err)
         reports.append(report)
     return reports
 

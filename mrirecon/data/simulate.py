@@ -44,7 +44,8 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from mrirecon.data.anatomy import default_sources, load_anatomy
+from mrirecon.core import atomic
+from mrirecon.data.anatomy import default_sources, load_anatomy, resolve_source, source_digest
 from mrirecon.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -98,6 +99,8 @@ class _Head:
     """A loaded source volume and where its axial slab lies."""
 
     name: str
+    path: Path
+    sha256: str
     volume: np.ndarray
     centre: np.ndarray  # voxel coordinates (x, y, z) of the slab's centre
     fov_mm: float
@@ -133,16 +136,18 @@ def simulate_dataset(
         preset: A name in :data:`PRESETS` or a :class:`Preset`.
         challenge: ``"singlecoil"`` or ``"multicoil"``.
         seed: Seed of every random draw.
-        sources: Anatomical volumes, used in turn per volume; defaults to
-            :func:`~mrirecon.data.anatomy.default_sources`.
+        sources: Anatomical volumes (paths, or names such as ``colin27``; see
+            :func:`~mrirecon.data.anatomy.resolve_source`), used in turn per volume; defaults
+            to :func:`~mrirecon.data.anatomy.default_sources` (the MNI152 template alone).
         overwrite: Replace ``out_dir`` if it exists and is not empty. Only a folder that
             holds nothing but a previous simulation is replaced.
         recon_size: Overrides the preset's target size ``r``.
         progress: Show a progress bar over volumes.
 
     Returns:
-        A summary: challenge, seed, sizes, source names and, per split, the volume and
-        slice counts and the folder.
+        A summary: challenge, seed, sizes, the sources (name, path, SHA-256) and, per split,
+        the volume and slice counts, the folder and each file's source. It is also the
+        dataset manifest, ``<out_dir>/simulation.json``.
 
     Raises:
         UserError: ``out_dir`` is not empty (without ``overwrite``), a source is unreadable,
@@ -157,7 +162,7 @@ def simulate_dataset(
         raise UserError(f"seed {seed}: must not be negative")
     _check_destination(out_dir, overwrite)
 
-    source_paths = [Path(p) for p in (default_sources() if sources is None else sources)]
+    source_paths = [resolve_source(p) for p in (default_sources() if sources is None else sources)]
     if not source_paths:
         raise UserError("sources: the list of anatomical volumes is empty")
     heads = [_prepare_head(path) for path in source_paths]
@@ -170,12 +175,15 @@ def simulate_dataset(
         "preset": asdict(params),
         "recon_size": [r, r],
         "kspace_size": [height, width],
-        "sources": [head.name for head in heads],
+        "sources": [{"name": head.name, "path": str(head.path), "sha256": head.sha256} for head in heads],
         "splits": {},
     }
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as err:
+        raise UserError(f"{out_dir}: cannot create the dataset folder ({atomic.describe_os_error(err)})") from None
     try:
         index = 0
         with tqdm(total=sum(params.volumes), unit="vol", desc=f"simulating {challenge}",
@@ -183,21 +191,25 @@ def simulate_dataset(
             for split, count in zip(SPLITS, params.volumes):
                 folder = staging / f"{challenge}_{split}"
                 folder.mkdir()
+                files = {}
                 for local in range(count):
-                    _write_volume(
-                        folder / f"sim_{split}_{local:04d}.h5",
-                        heads[index % len(heads)], params, challenge, seed, index,
-                        (height, width),
-                    )
+                    name = f"sim_{split}_{local:04d}.h5"
+                    head = heads[index % len(heads)]
+                    _write_volume(folder / name, head, params, challenge, seed, index, (height, width))
+                    files[name] = head.name
                     index += 1
                     bar.update()
                 summary["splits"][split] = {
                     "folder": f"{challenge}_{split}",
                     "volumes": count,
                     "slices": count * params.slices,
+                    "files": files,
                 }
         (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         _move_into_place(staging, out_dir)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"{out_dir}: cannot write the dataset ({atomic.describe_os_error(err)})") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -268,7 +280,7 @@ def _prepare_head(path: Path) -> _Head:
     ys = np.flatnonzero(in_slab.any(axis=(0, 2)))
     extent = max(xs[-1] - xs[0], ys[-1] - ys[0]) + 1
     centre = np.array([(xs[0] + xs[-1]) / 2, (ys[0] + ys[-1]) / 2, (z_bottom + z_top) / 2])
-    return _Head(path.name, volume, centre, _FOV_MARGIN * float(extent), z_top - z_bottom)
+    return _Head(path.name, path, source_digest(path), volume, centre, _FOV_MARGIN * float(extent), z_top - z_bottom)
 
 
 def _smooth_basis(n: int, knots: int) -> np.ndarray:
@@ -511,4 +523,5 @@ def _write_volume(path: Path, head: _Head, params: Preset, challenge: str, seed:
         hf.attrs["patient_id"] = f"sim-{seed}-{index:05d}"
         hf.attrs["simulated"] = True
         hf.attrs["source"] = head.name
+        hf.attrs["source_sha256"] = head.sha256
         hf.attrs["snr"] = snr

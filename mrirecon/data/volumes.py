@@ -4,11 +4,12 @@ One HDF5 file per volume: ``kspace`` (slices, [coils,] H, W) complex, an optiona
 (``reconstruction_esc`` single-coil, ``reconstruction_rss`` multi-coil), an ISMRMRD XML header
 and attributes. Test/challenge files of the real download have no target but a ``mask``.
 
-Metadata (shapes, padding, attributes, and whether the k-space is finite) is cached per file,
-keyed by the resolved path, size and modification time, in ``~/.cache/mrirecon`` (or
-``$MRIRECON_CACHE_DIR``). Filters are applied after the cache lookup, so a cache can never
-skip a filter or serve another folder's files (fastMRI's ``dataset_cache.pkl`` can: it is keyed
-by folder only and a hit skips the filters).
+Metadata (shapes, padding, attributes, whether k-space and target are finite, and the target's
+maximum over the scored region) is cached per file, keyed by the resolved path, size and
+modification time, in ``~/.cache/mrirecon`` (or ``$MRIRECON_CACHE_DIR``). Filters are applied
+after the cache lookup, so a cache can never skip a filter or serve another folder's files
+(fastMRI's ``dataset_cache.pkl`` can: it is keyed by folder only and a hit skips the filters).
+Training, evaluation and ``mrirecon data check`` share this one scan and cache.
 """
 
 from __future__ import annotations
@@ -18,20 +19,24 @@ import hashlib
 import json
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 import h5py
 import numpy as np
+import torch
 
+from mrirecon.core import atomic
+from mrirecon.core.masks import centre_band_width
+from mrirecon.core.metrics import evaluation_crop_size
 from mrirecon.errors import UserError
 
 Challenge = Literal["singlecoil", "multicoil"]
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
 KSPACE_NDIM = {"singlecoil": 3, "multicoil": 4}
 ISMRMRD_NS = "{http://www.ismrm.org/ISMRMRD}"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,13 @@ class VolumeInfo:
         target_key: name of the target dataset, or None (test/challenge files).
         target_shape: (rows, cols) of the target, or the header's recon size when there is none.
         padding: (left, right) columns actually acquired, from the header (fastMRI's formula).
-        max_value: the ``max`` attribute (target volume max), 0.0 when absent.
-        acquisition: the ``acquisition`` attribute, "" when absent.
+        acquisition: the ``acquisition`` attribute (CORPD_FBK, AXT2, ...), "" when absent.
         fixed_mask: the file's own sampling mask (test/challenge files), or None.
         acceleration: the file's ``acceleration`` attribute, or None.
+        target_max: per reconstruction size ``"<rows>x<cols>"``, the maximum of the target
+            volume over the region scored at that size (the centre crop to that size, then to
+            fastMRI's evaluation square): the data range of SSIM and PSNR, as
+            ``fastmri.evaluate`` takes it from the target itself. Empty without a target.
     """
 
     path: Path
@@ -57,10 +65,10 @@ class VolumeInfo:
     target_key: str | None
     target_shape: tuple[int, int]
     padding: tuple[int, int]
-    max_value: float
     acquisition: str
     fixed_mask: tuple[bool, ...] | None = None
     acceleration: float | None = None
+    target_max: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_coils(self) -> int:
@@ -69,6 +77,31 @@ class VolumeInfo:
     @property
     def num_cols(self) -> int:
         return self.kspace_shape[-1]
+
+    @property
+    def fixed_num_low_frequencies(self) -> int:
+        """The auto-calibration band of the file's own mask (0 without one)."""
+        return int(centre_band_width(torch.tensor(self.fixed_mask))) if self.fixed_mask is not None else 0
+
+    def reconstruction_size(self, crop_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """The image size this volume is reconstructed and scored at.
+
+        ``crop_size`` (or the target's size), except for images narrower than that: then the
+        square of the k-space width, as fastMRI's U-Net transform does for brain "FLAIR_203"
+        files (640 x 264 k-space with 320 x 320 targets are reconstructed at 264 x 264).
+        """
+        rows, cols = crop_size or self.target_shape
+        if self.num_cols < cols:
+            rows = cols = self.num_cols
+        return int(rows), int(cols)
+
+    def data_range(self, crop_size: tuple[int, int] | None = None) -> float:
+        """SSIM's and PSNR's data range at this reconstruction size (0.0 without a target)."""
+        return self.target_max.get(size_key(self.reconstruction_size(crop_size)), 0.0)
+
+
+def size_key(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
 
 
 def _header_geometry(raw: bytes | str, num_cols: int, path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -97,13 +130,37 @@ def _header_geometry(raw: bytes | str, num_cols: int, path: Path) -> tuple[tuple
     return recon, (left, right)
 
 
-def _kspace_is_finite(dataset: h5py.Dataset) -> bool:
+def _all_finite(dataset: h5py.Dataset) -> bool:
     # Slice by slice so that a multi-GB multi-coil volume never sits in memory at once.
     return all(np.isfinite(dataset[i]).all() for i in range(dataset.shape[0]))
 
 
-def read_volume_info(path: Path, challenge: Challenge, check_finite: bool = True) -> VolumeInfo:
+def _centre_crop(volume: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    top = (volume.shape[-2] - size[0]) // 2
+    left = (volume.shape[-1] - size[1]) // 2
+    return volume[..., top:top + size[0], left:left + size[1]]
+
+
+def scored_maximum(target: np.ndarray, size: tuple[int, int]) -> float:
+    """The maximum of a target volume over the region scored at reconstruction ``size``."""
+    region = _centre_crop(_centre_crop(target, size), evaluation_crop_size(size))
+    return float(region.max())
+
+
+def read_volume_info(
+    path: Path,
+    challenge: Challenge,
+    check_finite: bool = True,
+    crop_size: tuple[int, int] | None = None,
+) -> VolumeInfo:
     """Open one file, validate it and return its metadata.
+
+    Args:
+        path: the HDF5 file.
+        challenge: ``singlecoil`` or ``multicoil``.
+        check_finite: scan k-space and target for NaN/Inf.
+        crop_size: the reconstruction size in use (None: each target's own), whose scored
+            maximum :attr:`VolumeInfo.target_max` gets.
 
     Raises:
         UserError: one line naming the file and the problem.
@@ -127,9 +184,9 @@ def read_volume_info(path: Path, challenge: Challenge, check_finite: bool = True
                 )
             if not np.issubdtype(kspace.dtype, np.complexfloating):
                 raise UserError(f"{path}: kspace has dtype {kspace.dtype}, expected complex64")
-            if kspace.shape[0] == 0:
-                raise UserError(f"{path}: kspace has no slices")
-            if check_finite and not _kspace_is_finite(kspace):
+            if kspace.shape[0] == 0 or min(kspace.shape) == 0:
+                raise UserError(f"{path}: kspace is empty {kspace.shape}")
+            if check_finite and not _all_finite(kspace):
                 raise UserError(f"{path}: kspace contains NaN or Inf values")
             rows, cols = kspace.shape[-2:]
 
@@ -139,6 +196,7 @@ def read_volume_info(path: Path, challenge: Challenge, check_finite: bool = True
                 recon, padding = None, (0, cols)
 
             target_key = TARGET_KEYS[challenge] if TARGET_KEYS[challenge] in hf else None
+            target_max: dict[str, float] = {}
             if target_key is not None:
                 target = hf[target_key]
                 if target.ndim != 3 or target.shape[0] != kspace.shape[0]:
@@ -146,41 +204,64 @@ def read_volume_info(path: Path, challenge: Challenge, check_finite: bool = True
                         f"{path}: {target_key} has shape {target.shape}, expected "
                         f"({kspace.shape[0]}, rows, cols) to match kspace"
                     )
-                target_shape = tuple(int(s) for s in target.shape[-2:])
+                target_shape = (int(target.shape[1]), int(target.shape[2]))
             elif recon is not None:
                 target_shape = (recon[0], recon[1])
             else:
                 raise UserError(f"{path}: neither a {TARGET_KEYS[challenge]} target nor an ismrmrd_header recon size")
-            if target_shape[0] > rows or target_shape[1] > cols:
-                raise UserError(
-                    f"{path}: target {target_shape[0]}x{target_shape[1]} is larger than the "
-                    f"k-space image {rows}x{cols}"
-                )
 
             fixed_mask = None
             if "mask" in hf:
                 mask = np.asarray(hf["mask"]).astype(bool).reshape(-1)
                 if mask.shape[0] != cols:
                     raise UserError(f"{path}: mask has {mask.shape[0]} columns, kspace has {cols}")
+                if not mask.any():
+                    raise UserError(f"{path}: mask samples no column")
                 fixed_mask = tuple(bool(m) for m in mask)
             attrs = hf.attrs
-            return VolumeInfo(
+            info = VolumeInfo(
                 path=path,
                 num_slices=int(kspace.shape[0]),
                 kspace_shape=tuple(int(s) for s in kspace.shape),
                 target_key=target_key,
                 target_shape=target_shape,
                 padding=padding,
-                max_value=float(attrs.get("max", 0.0)),
                 acquisition=str(attrs.get("acquisition", "")),
                 fixed_mask=fixed_mask,
                 acceleration=float(attrs["acceleration"]) if "acceleration" in attrs else None,
             )
+            size = check_reconstruction_size(info, crop_size)
+            if target_key is not None:
+                volume = np.asarray(hf[target_key], dtype=np.float32)
+                if check_finite and not np.isfinite(volume).all():
+                    raise UserError(f"{path}: {target_key} contains NaN or Inf values")
+                target_max[size_key(size)] = scored_maximum(volume, size)
+                if not target_max[size_key(size)] > 0:
+                    raise UserError(f"{path}: {target_key} is zero everywhere it is scored: no data range for SSIM/PSNR")
+            return dataclasses.replace(info, target_max=target_max)
     except UserError:
         raise
-    except (OSError, KeyError, RuntimeError) as err:
+    except (OSError, KeyError, RuntimeError, ValueError) as err:
         # Truncated files open but fail when a dataset is read.
         raise UserError(f"{path}: damaged HDF5 file ({str(err).split('(')[0].strip()})") from None
+
+
+def check_reconstruction_size(info: VolumeInfo, crop_size: tuple[int, int] | None) -> tuple[int, int]:
+    """The reconstruction size of a volume, checked to fit its k-space image and target.
+
+    Raises:
+        UserError: the size is larger than the k-space image or than the target.
+    """
+    size = info.reconstruction_size(crop_size)
+    rows, cols = info.kspace_shape[-2:]
+    if size[0] > rows or size[1] > cols:
+        raise UserError(f"{info.path}: reconstruction size {size_key(size)} is larger than the k-space image {rows}x{cols}")
+    if info.target_key is not None and (size[0] > info.target_shape[0] or size[1] > info.target_shape[1]):
+        raise UserError(
+            f"{info.path}: reconstruction size {size_key(size)} is larger than the target "
+            f"{size_key(info.target_shape)} (data.crop_size must fit every target)"
+        )
+    return size
 
 
 def list_volume_files(folder: Path) -> list[Path]:
@@ -223,47 +304,69 @@ def _from_json(d: dict) -> VolumeInfo:
     return VolumeInfo(**d)
 
 
+def _load_cache(path: Path) -> dict:
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache.get("files", {}) if isinstance(cache, dict) and cache.get("version") == CACHE_VERSION else {}
+
+
 def scan_volumes(
-    folder: Path, challenge: Challenge, check_finite: bool = True, use_cache: bool = True
+    folder: Path,
+    challenge: Challenge,
+    check_finite: bool = True,
+    use_cache: bool = True,
+    crop_size: tuple[int, int] | None = None,
+    on_error: Callable[[Path, UserError], None] | None = None,
 ) -> list[VolumeInfo]:
     """Validated metadata of every volume in a folder, from the cache where it is still valid.
 
-    A cached entry is reused only for the same resolved file with the same size and mtime, and
-    only if it was made with at least the checks asked for now.
+    A cached entry is reused only for the same resolved file with the same size and mtime, only
+    if it was made with at least the checks asked for now, and only if it knows the target's
+    scored maximum at this reconstruction size.
+
+    Args:
+        folder: a split folder of ``*.h5`` files.
+        challenge: ``singlecoil`` or ``multicoil``.
+        check_finite: scan k-space and targets for NaN/Inf.
+        use_cache: read and update the metadata cache.
+        crop_size: the reconstruction size in use (None: each target's own).
+        on_error: called with each bad file and its error, which is then left out; without
+            it the first bad file raises.
 
     Raises:
-        UserError: for a missing or empty folder and for the first bad file.
+        UserError: for a missing or empty folder and (without ``on_error``) the first bad file.
     """
     files = list_volume_files(folder)
     cache_path = _cache_file(folder, challenge)
-    cache: dict = {}
-    if use_cache and cache_path.exists():
-        try:
-            cache = json.loads(cache_path.read_text())
-            if cache.get("version") != CACHE_VERSION:
-                cache = {}
-        except (OSError, ValueError):
-            cache = {}
-    entries = cache.get("files", {})
+    entries = _load_cache(cache_path) if use_cache else {}
     infos, fresh = [], {}
     for path in files:
         key = str(path.resolve())
         entry = entries.get(key)
-        if entry and entry["stamp"] == _stamp(path) and (entry["finite_checked"] or not check_finite):
-            info = _from_json(entry["info"])
-            finite_checked = entry["finite_checked"]
-        else:
-            info = read_volume_info(path, challenge, check_finite=check_finite)
-            finite_checked = check_finite
+        try:
+            stamp = _stamp(path)
+            info = _from_json(entry["info"]) if entry and entry["stamp"] == stamp else None
+            finite_checked = bool(entry and entry["finite_checked"])
+            if info is None or (check_finite and not finite_checked):
+                info, finite_checked = read_volume_info(path, challenge, check_finite, crop_size), check_finite
+            elif info.target_key is not None and size_key(check_reconstruction_size(info, crop_size)) not in info.target_max:
+                fresh_info = read_volume_info(path, challenge, False, crop_size)
+                info = dataclasses.replace(info, target_max={**info.target_max, **fresh_info.target_max})
+            else:
+                check_reconstruction_size(info, crop_size)
+        except UserError as err:
+            if on_error is None:
+                raise
+            on_error(path, err)
+            continue
         infos.append(info)
-        fresh[key] = {"stamp": _stamp(path), "finite_checked": finite_checked, "info": _to_json(info)}
+        fresh[key] = {"stamp": stamp, "finite_checked": finite_checked, "info": _to_json(info)}
     if use_cache and fresh != entries:
         try:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": fresh}))
-            tmp.replace(cache_path)
-        except OSError:
+            atomic.write_text(cache_path, json.dumps({"version": CACHE_VERSION, "files": fresh}))
+        except UserError:
             pass  # a read-only home only costs the next start its speed
     return infos
 
@@ -275,8 +378,6 @@ def subsample_volumes(
     infos = list(infos)
     if volume_sample_rate is None or volume_sample_rate >= 1.0:
         return infos
-    if not 0.0 < volume_sample_rate:
-        raise UserError(f"volume_sample_rate must be in (0, 1], got {volume_sample_rate}")
     rng = np.random.default_rng(seed)
     n = max(1, round(len(infos) * volume_sample_rate))
     keep = sorted(rng.choice(len(infos), size=n, replace=False))

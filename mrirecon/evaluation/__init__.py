@@ -1,1 +1,1 @@
-"""mrirecon.evaluation."""
+"""Results of reconstructions: tables and files, submission-format volumes, scoring folders."""

@@ -11,12 +11,16 @@ of SSIM, PSNR and NMSE, as ``fastmri.evaluate`` averages per volume.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from mrirecon.evaluation.metrics import summarize_by
-from mrirecon.text import text_table
+from mrirecon.core import atomic
+from mrirecon.core.metrics import summarize_by
+from mrirecon.core.text import text_table
+from mrirecon.errors import UserError
 
 METRICS = ("ssim", "psnr", "nmse")
 
@@ -71,16 +75,53 @@ def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], markdow
     return text_table(header, rows)
 
 
+def check_finite(per_volume: PerVolume) -> None:
+    """Refuses results that would print or store a NaN: a wrong number must never look like one.
+
+    PSNR may be +inf (a perfect reconstruction); anything else non-finite means a diverged or
+    damaged model, or a target the scan should have rejected.
+
+    Raises:
+        UserError: naming the method, volume and metric.
+    """
+    for method, volumes in per_volume.items():
+        for (fname, acc), values in volumes.items():
+            for metric in METRICS:
+                value = values[metric]
+                if math.isnan(value) or (math.isinf(value) and not (metric == "psnr" and value > 0)):
+                    raise UserError(
+                        f"{fname}: {method} at {acceleration_label(acc)} has {metric} = {value}: "
+                        "the reconstruction is not finite (a diverged or damaged model)"
+                    )
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no infinity: a perfect reconstruction's PSNR is stored as the string "inf"."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_results(per_volume: PerVolume, out_dir: Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``metrics.csv`` and ``summary.json`` into ``out_dir``; return the summary dict."""
+    """Write ``metrics.csv`` and ``summary.json`` into ``out_dir`` (atomically); return the summary.
+
+    Raises:
+        UserError: for a non-finite metric (see :func:`check_finite`) or a folder that cannot
+            be written.
+    """
+    check_finite(per_volume)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "metrics.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "acceleration", "volume", *METRICS])
-        for method, volumes in per_volume.items():
-            for (fname, acc), values in sorted(volumes.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-                writer.writerow([method, acceleration_label(acc), fname, *(f"{values[m]:.8g}" for m in METRICS)])
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["method", "acceleration", "volume", *METRICS])
+    for method, volumes in per_volume.items():
+        for (fname, acc), values in sorted(volumes.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            writer.writerow([method, acceleration_label(acc), fname, *(f"{values[m]:.8g}" for m in METRICS)])
     summary = {**(meta or {}), "methods": summarize(per_volume)}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(out_dir / "metrics.csv", rows.getvalue())
+    atomic.write_text(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")
     return summary

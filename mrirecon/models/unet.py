@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrirecon.models.checks import check_positive, check_probability
 from mrirecon.models.norms import NormKind, make_norm
 
 __all__ = ["ConvBlock", "TransposeConvBlock", "Unet"]
@@ -127,6 +128,8 @@ class Unet(nn.Module):
                 largest divisor of its channel count that does not exceed it.
         """
         super().__init__()
+        check_positive(in_chans=in_chans, out_chans=out_chans, chans=chans, num_pool_layers=num_pool_layers, norm_groups=norm_groups)
+        check_probability(drop_prob=drop_prob)
         self.in_chans = in_chans
         self.out_chans = out_chans
         self.chans = chans

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mrirecon.data.check import check_dataset, format_report
-from mrirecon.data.datamodule import ReconDataModule
+from mrirecon.lightning.datamodule import ReconDataModule
 from mrirecon.errors import UserError
 
 
@@ -54,11 +54,28 @@ CASES = {
     "wrong ndim": (lambda p: _rewrite(p, kspace=np.zeros((2, 3, 64, 40, 1), np.complex64)), "expected 3 for singlecoil"),
     "wrong dtype": (lambda p: _rewrite(p, kspace=np.zeros((4, 64, 40), np.float32)), "expected complex64"),
     "nan": (_nan, "NaN or Inf"),
-    "target too large": (
-        lambda p: _rewrite(p, reconstruction_esc=np.zeros((4, 96, 96), np.float32)),
+    "target taller than the k-space image": (
+        lambda p: _rewrite(p, reconstruction_esc=np.ones((4, 96, 30), np.float32)),
         "larger than the k-space image",
     ),
+    "target with other slice count": (
+        lambda p: _rewrite(p, reconstruction_esc=np.ones((3, 32, 32), np.float32)),
+        "to match kspace",
+    ),
+    "nan target": (lambda p: _nan_target(p), "reconstruction_esc contains NaN or Inf"),
+    "zero target": (
+        lambda p: _rewrite(p, reconstruction_esc=np.zeros((4, 32, 32), np.float32)),
+        "zero everywhere it is scored",
+    ),
+    "empty mask": (lambda p: _rewrite(p, mask=np.zeros(38, np.float32)), "mask samples no column"),
 }
+
+
+def _nan_target(path):
+    with h5py.File(path, "r+") as hf:
+        t = hf["reconstruction_esc"][()]
+        t[2, 5, 5] = np.inf
+        hf["reconstruction_esc"][...] = t
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -93,7 +110,7 @@ def test_missing_and_empty_folders(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "mrirecon.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "mrirecon", *args], capture_output=True, text=True)
 
 
 def test_check_cli_lists_bad_files_and_exits_non_zero(tiny_singlecoil, tmp_path):

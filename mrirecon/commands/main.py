@@ -1,0 +1,74 @@
+"""The ``mrirecon`` command.
+
+``mrirecon fit|validate|test|predict --config configs/<name>.yaml`` run through LightningCLI
+(dotted overrides, ``--print_config``, the resolved config saved next to the logs);
+``mrirecon data``, ``baseline``, ``report`` and ``study`` are our own subcommands. Each
+subcommand's module is imported only when it runs, so ``mrirecon --help`` and ``mrirecon data``
+start without importing torch's training stack or Lightning.
+
+A user mistake (a bad file, folder, config key, checkpoint or output location) ends with one
+line on stderr and exit status 2; anything else keeps its traceback because it is a bug.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Optional
+
+from mrirecon import __version__
+from mrirecon.errors import UserError
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+# Subcommand -> (module with a main(argv) -> int, one-line description).
+TOOLS = {
+    "data": ("mrirecon.commands.data", "simulate or check fastMRI-format data"),
+    "baseline": ("mrirecon.commands.baseline", "zero-filled / CS-TV reconstructions of a split, scored like test"),
+    "report": ("mrirecon.commands.report", "methods side by side on one split: table and figure"),
+    "study": ("mrirecon.commands.study", "optimiser / normalisation study"),
+}
+
+USAGE = (
+    "usage: mrirecon {fit,validate,test,predict} --config CONFIG [...]\n"
+    f"       mrirecon {{{','.join(TOOLS)}}} ...\n"
+    "       mrirecon --version\n\n"
+    "  fit/validate/test/predict  LightningCLI: train or evaluate (see --help of each)\n"
+    + "".join(f"  {name:<27}{text}\n" for name, (_, text) in TOOLS.items())
+)
+
+
+def _lightning_main(argv: list[str]) -> None:
+    # Lightning's tips (litlogger, litmodels) are noise for our users.
+    os.environ.setdefault("POSSIBLE_USER_WARNING", "off")
+    from mrirecon.lightning.cli import run_lightning_cli
+
+    run_lightning_cli(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in ("--version", "-V", "version"):
+            print(f"mrirecon {__version__}")
+            sys.exit(0)
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(USAGE)
+            sys.exit(0 if argv else 2)
+        if argv[0] in TOOLS:
+            module = importlib.import_module(TOOLS[argv[0]][0])
+            sys.exit(module.main(argv[1:]))
+        if argv[0] in LIGHTNING_SUBCOMMANDS or argv[0].startswith("-"):
+            _lightning_main(argv)
+            return
+        raise UserError(f"unknown command {argv[0]!r}; choose from {', '.join((*LIGHTNING_SUBCOMMANDS, *TOOLS))}")
+    except UserError as err:
+        print(f"mrirecon: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("mrirecon: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

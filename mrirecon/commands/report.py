@@ -1,0 +1,115 @@
+"""``mrirecon report``: several methods side by side on one split, as a table and a figure.
+
+Each method is a folder of reconstructions in the submission format (what ``mrirecon predict``
+and ``mrirecon baseline`` write) or a checkpoint, which is first run through ``mrirecon
+predict`` with the same config and overrides. The config is read by the same parser as every
+other command, so ``--data.data_path OTHER`` works here too. All methods are scored here,
+against the split's targets, exactly as ``mrirecon test`` scores (see
+:mod:`mrirecon.evaluation.scoring`), so the table compares like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mrirecon report",
+        description="Compare methods on one split: table and figure. Any config override "
+        "(--data.data_path DIR, ...) may follow.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="the training config (data folder, challenge)")
+    parser.add_argument("--method", action="append", required=True, metavar="NAME=PATH",
+                        help="a reconstruction folder (from predict/baseline) or a checkpoint; repeat per method")
+    parser.add_argument("--split", default=None, help="default: the config's data.test_split (test)")
+    parser.add_argument("--out", "--output_dir", dest="out", type=Path, default=Path("runs/report"))
+    parser.add_argument("--acceleration", type=float, default=None, help="acceleration shown in the figure (default: the lowest)")
+    parser.add_argument("--slices", nargs="*", default=None, metavar="FILE:SLICE",
+                        help="slices for the figure (default: the middle slice of the first two volumes)")
+    parser.add_argument("--no_progress", "--no-progress", dest="no_progress", action="store_true")
+    return parser
+
+
+def _parse_method(text: str):
+    from mrirecon.errors import UserError
+
+    if "=" not in text:
+        raise UserError(f"--method {text!r}: expected NAME=PATH (a reconstruction folder or a .ckpt)")
+    name, path = text.split("=", 1)
+    return name, Path(path)
+
+
+def write_summary_csv(summary: dict, path: Path) -> None:
+    from mrirecon.core import atomic
+    from mrirecon.evaluation.results import METRICS
+
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["method", "acceleration", "volumes", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))])
+    for method, by_acc in summary.items():
+        for acc, e in by_acc.items():
+            writer.writerow([method, acc, e["volumes"], *(f"{e[m][s]:.6g}" for m in METRICS for s in ("mean", "std"))])
+    atomic.write_text(path, rows.getvalue())
+
+
+def main(argv: list[str]) -> int:
+    args, overrides = _parser().parse_known_args(argv)
+    # Imported here: `mrirecon report --help` must not pay for Lightning.
+    from mrirecon.core import atomic
+    from mrirecon.errors import UserError
+    from mrirecon.evaluation.figures import comparison_figure
+    from mrirecon.evaluation.results import acceleration_label, format_table, write_results
+    from mrirecon.evaluation.scoring import load_array, reconstruction_root, score_folder
+    from mrirecon.lightning.cli import build_cli, run_lightning_cli
+
+    if args.split:
+        overrides = [*overrides, "--data.test_split", args.split]
+    cli = build_cli(["--config", str(args.config), *overrides, "--trainer.logger", "false"], run=False)
+    dm = cli.datamodule
+    split = dm.test_split
+    volumes = {v.path.name: v for v in dm.evaluation_volumes()}
+    out = atomic.check_writable_folder(args.out)
+
+    methods: dict[str, Path] = {}
+    for name, path in map(_parse_method, args.method):
+        if path.suffix == ".ckpt":
+            target = out / "predictions" / name
+            run_lightning_cli(["predict", "--config", str(args.config), *overrides, "--ckpt_path", str(path),
+                               "--output_dir", str(target), "--data.test_split", split])
+            path = target
+        elif not path.is_dir():
+            raise UserError(f"{path}: no such folder")
+        methods[name] = reconstruction_root(path)
+
+    per_volume, files = {}, {}
+    for name, root in methods.items():
+        per_volume[name], files[name] = score_folder(root, volumes, dm.crop_size, name, progress=not args.no_progress)
+    summary = write_results(per_volume, out, {"split": split, "config": str(args.config),
+                                              "methods_from": {k: str(v) for k, v in methods.items()}})
+    table = format_table(summary["methods"], markdown=True)
+    atomic.write_text(out / "report.md", f"# Comparison on {dm.split_folder(split)}\n\n{table}\n\n![slices](comparison.png)\n")
+    write_summary_csv(summary["methods"], out / "report.csv")
+
+    common = set.intersection(*(set(f) for f in files.values()))
+    if not common:
+        raise UserError("the methods share no (volume, acceleration): were they run on the same split?")
+    acc = args.acceleration if args.acceleration is not None else min(a for _, a in common)
+    vols = sorted({f for f, a in common if a == acc})
+    if not vols:
+        raise UserError(f"no method has reconstructions at {acceleration_label(acc)}")
+    if args.slices:
+        picks = [(s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1])) for s in args.slices]
+        for fname, _ in picks:
+            if fname not in vols:
+                raise UserError(f"--slices {fname}: not a volume every method reconstructed at {acceleration_label(acc)}")
+    else:
+        first = next(iter(files.values()))
+        picks = [(f, load_array(first[(f, acc)], "reconstruction").shape[0] // 2) for f in vols[:2]]
+    comparison_figure(files, volumes, dm.crop_size, acc, picks, out / "comparison.png")
+    print(format_table(summary["methods"]))
+    print(f"\n{out / 'report.md'}\n{out / 'report.csv'}\n{out / 'comparison.png'}")
+    return 0

@@ -1,0 +1,83 @@
+"""Training a study's runs, each an ordinary ``mrirecon fit``, skipping finished ones."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import torch
+
+from mrirecon.commands.study.events import load_scalars
+from mrirecon.commands.study.grid import Grid, Plan, Run, fit_args
+from mrirecon.errors import UserError
+
+
+def run_state(run: Run, grid: Grid, root: Path) -> str:
+    """``done``, ``todo`` or ``incomplete`` (started but not finished, e.g. interrupted)."""
+    run_dir = root / run.name / run.version
+    if not any(run_dir.glob("events.out.tfevents.*")):
+        return "todo"
+    ssim = load_scalars(run_dir).get("val/ssim")
+    last = int(ssim[0][-1]) if ssim is not None else 0
+    if last > grid.steps:
+        raise UserError(f"{run_dir}: holds a longer run ({last} steps) than this study's {grid.steps}: use --force or another --root")
+    return "done" if last == grid.steps else "incomplete"
+
+
+def _ensure_data(grid: Grid) -> None:
+    if grid.data is None or Path(grid.data[0]).is_dir():
+        return
+    from mrirecon.data.simulate import simulate_dataset
+
+    path, preset = grid.data
+    print(f"simulating the study dataset into {path}", flush=True)
+    simulate_dataset(path, preset=preset, challenge="singlecoil", seed=0, progress=False)
+
+
+def run_study(plan: Plan, root: Path, force: bool = False) -> list[str]:
+    """Trains every run of a plan that has not finished yet.
+
+    Args:
+        plan: The runs.
+        root: TensorBoard root folder.
+        force: Retrain finished runs too.
+
+    Returns:
+        Names (``name/version``) of runs that failed; their tracebacks are printed.
+    """
+    from mrirecon.lightning.cli import run_lightning_cli
+
+    grid = plan.grid
+    _ensure_data(grid)
+    if grid.threads is not None:
+        torch.set_num_threads(grid.threads)
+    failed = []
+    trained = 0
+    start = time.perf_counter()
+    for i, run in enumerate(plan.runs, 1):
+        run_dir = root / run.name / run.version
+        state = "todo" if force else run_state(run, grid, root)
+        if state == "done":
+            print(f"[{i}/{len(plan.runs)}] {run_dir}: done, skipped", flush=True)
+            continue
+        # A partial or forced run restarts from scratch: appending to old events would mix runs.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"[{i}/{len(plan.runs)}] {run_dir}: training", flush=True)
+        trained += 1
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                # LightningCLI warns that sys.argv (the study's own) differs from the args given.
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+                run_lightning_cli(fit_args(run, grid, root))
+        except UserError:
+            raise
+        except Exception:  # noqa: BLE001 - one diverging configuration must not end the study
+            traceback.print_exc()
+            failed.append(f"{run.name}/{run.version}")
+        print(f"[{i}/{len(plan.runs)}] {run_dir}: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"study: trained {trained} of {len(plan.runs)} runs in {time.perf_counter() - start:.0f} s", flush=True)
+    return failed

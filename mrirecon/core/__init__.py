@@ -1,0 +1,1 @@
+"""Lightning-free building blocks: masks, the k-space chain, metrics, atomic writes, tables."""

@@ -1,0 +1,415 @@
+"""Reconstruction metrics in torch that equal ``fastmri.evaluate``'s definitions.
+
+fastMRI scores a reconstruction per volume and then averages over volumes:
+
+* SSIM: the mean over the volume's slices of scikit-image's ``structural_similarity``
+  (7x7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance, i.e. variances scaled by
+  N / (N - 1) with N = 49, and the 3-pixel border of the SSIM map dropped before its mean),
+  with ``data_range`` the target *volume*'s maximum for every slice.
+* PSNR: ``10 log10(data_range**2 / MSE)`` with the MSE over the whole volume and
+  ``data_range`` the target volume's maximum.
+* NMSE: ``||target - pred||**2 / ||target||**2`` over the whole volume.
+
+fastMRI's evaluation command (``fastmri.evaluate.evaluate``) first centre-crops target and
+reconstruction to a square of the target's width, and its maximum is then that crop's. For
+square targets this changes nothing; for a 320x264 brain target it changes SSIM by 0.05.
+:func:`evaluation_crop_size` is that square, and ``crop_to_square=True`` applies it
+(``VolumeMetricAccumulator`` and :func:`volume_metrics`); where the target is wider than tall,
+which fastMRI's command rejects, the square's side is the height.
+
+Everything here is batched and runs on the tensors' device, in float64. SSIM's local
+variances are differences of nearly equal numbers (``E[x**2] - E[x]**2``) and the volume
+sums add up millions of squared errors; in float32 both carry rounding errors that eat
+into the 1e-4 agreement with the reference on flat, bright regions, and half-precision
+network outputs would be far off. In float64 our own rounding is negligible, so what is
+left is the reference's: scikit-image computes in the input's precision (float32 for
+fastMRI files), which puts the two about 1e-6 apart in SSIM. The cost is small next to
+the network that made the prediction. (Apple's MPS backend has no float64, so these
+functions do not run there.)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import NamedTuple, TypeVar
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "SSIM_WIN_SIZE",
+    "evaluation_crop_size",
+    "VolumeMetricAccumulator",
+    "ssim_per_slice",
+    "summarize",
+    "summarize_by",
+    "volume_metrics",
+]
+
+SSIM_WIN_SIZE = 7
+_SSIM_K1 = 0.01
+_SSIM_K2 = 0.03
+# Relative tolerance between the max_value given for SSIM and the stored targets' maximum;
+# float32 targets against a float64 file attribute differ by at most ~6e-8.
+_MAX_RTOL = 1e-6
+
+K = TypeVar("K", bound=Hashable)
+G = TypeVar("G", bound=Hashable)
+
+
+def evaluation_crop_size(shape: Sequence[int]) -> tuple[int, int]:
+    """The square fastMRI's evaluation command crops an image of ``(..., rows, cols)`` to.
+
+    Its side is the image width, or the height where that is smaller (fastMRI's command fails
+    there instead).
+    """
+    side = min(int(shape[-2]), int(shape[-1]))
+    return side, side
+
+
+def _square_crop(x: torch.Tensor) -> torch.Tensor:
+    rows, cols = evaluation_crop_size(x.shape)
+    top = (x.shape[-2] - rows) // 2
+    left = (x.shape[-1] - cols) // 2
+    return x[..., top:top + rows, left:left + cols]
+
+
+def _as_images(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Returns ``x`` as a float64 ``(B, 1, H, W)`` tensor, accepting ``(B, H, W)`` too."""
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    elif x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"{name} must have shape (B, H, W) or (B, 1, H, W), got {tuple(x.shape)}")
+    if x.is_complex():
+        raise ValueError(f"{name} must be real (magnitude images), got {x.dtype}")
+    return x.to(torch.float64)
+
+
+def _image_pair(target: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both images as float64 ``(B, 1, H, W)`` on ``target``'s device, checked for SSIM."""
+    target64 = _as_images(target, "target")
+    pred64 = _as_images(pred, "pred").to(target64.device)
+    if target64.shape != pred64.shape:
+        raise ValueError(
+            f"target and pred shapes differ: {tuple(target.shape)} vs {tuple(pred.shape)}"
+        )
+    height, width = target64.shape[-2:]
+    if min(height, width) < SSIM_WIN_SIZE:
+        raise ValueError(
+            f"images must be at least {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} for SSIM, "
+            f"got {height}x{width}"
+        )
+    return target64, pred64
+
+
+def _per_sample(
+    value: torch.Tensor | Sequence[float] | float, batch: int, device: torch.device, name: str
+) -> torch.Tensor:
+    """Returns ``value`` as a float64 ``(batch,)`` tensor on ``device``; a scalar is broadcast."""
+    value = torch.as_tensor(value, dtype=torch.float64, device=device).reshape(-1)
+    if value.numel() == 1:
+        return value.expand(batch)
+    if value.numel() != batch:
+        raise ValueError(f"{name} must be a scalar or have {batch} entries, got {value.numel()}")
+    return value
+
+
+def _ssim(target: torch.Tensor, pred: torch.Tensor, data_range: torch.Tensor) -> torch.Tensor:
+    """SSIM of float64 ``(B, 1, H, W)`` images with per-sample ``data_range`` ``(B,)``."""
+    # One pooling call for the five local means. Valid (unpadded) pooling yields exactly the
+    # SSIM map that scikit-image keeps after cropping its (win - 1) // 2 border.
+    moments = F.avg_pool2d(
+        torch.cat([target, pred, target * target, pred * pred, target * pred], dim=1),
+        kernel_size=SSIM_WIN_SIZE,
+        stride=1,
+    )
+    ux, uy, uxx, uyy, uxy = moments.unbind(dim=1)
+    num_px = SSIM_WIN_SIZE**2
+    cov_norm = num_px / (num_px - 1)
+    vx = cov_norm * (uxx - ux * ux)
+    vy = cov_norm * (uyy - uy * uy)
+    vxy = cov_norm * (uxy - ux * uy)
+    data_range = data_range.view(-1, 1, 1)
+    c1 = (_SSIM_K1 * data_range) ** 2
+    c2 = (_SSIM_K2 * data_range) ** 2
+    ssim_map = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return ssim_map.mean(dim=(-2, -1))
+
+
+def ssim_per_slice(
+    target: torch.Tensor,
+    pred: torch.Tensor,
+    data_range: torch.Tensor | Sequence[float] | float,
+) -> torch.Tensor:
+    """Per-slice SSIM exactly as scikit-image's ``structural_similarity`` in fastMRI.
+
+    Args:
+        target: Reference images, ``(B, H, W)`` or ``(B, 1, H, W)``, real, H and W >= 7.
+        pred: Reconstructions of the same shape (moved to ``target``'s device).
+        data_range: ``(B,)`` values or one scalar. To match ``fastmri.evaluate.ssim`` pass
+            the maximum of each slice's target *volume*, not of the slice.
+
+    Returns:
+        A float64 ``(B,)`` tensor on ``target``'s device.
+
+    Raises:
+        ValueError: On mismatched or unsupported shapes, or images smaller than 7x7.
+    """
+    target64, pred64 = _image_pair(target, pred)
+    ranges = _per_sample(data_range, target64.shape[0], target64.device, "data_range")
+    return _ssim(target64, pred64, ranges)
+
+
+def _psnr(data_range: float, mse: float) -> float:
+    # skimage returns inf (with a numpy divide warning) for a perfect reconstruction.
+    return math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse)
+
+
+@torch.no_grad()
+def volume_metrics(target: torch.Tensor, pred: torch.Tensor, crop_to_square: bool = False) -> dict[str, float]:
+    """SSIM, PSNR and NMSE of one volume, as ``fastmri.evaluate`` computes them.
+
+    Args:
+        target: The target volume, ``(S, H, W)`` or ``(S, 1, H, W)``, in image units.
+        pred: The reconstruction, same shape.
+        crop_to_square: First crop both to :func:`evaluation_crop_size`, as fastMRI's
+            evaluation command does.
+
+    Returns:
+        ``{"ssim", "psnr", "nmse"}`` as Python floats; ``data_range`` is ``target.max()``
+        (of the crop).
+    """
+    if crop_to_square:
+        target, pred = _square_crop(target), _square_crop(pred)
+    target64, pred64 = _image_pair(target, pred)
+    volume_max = target64.max()
+    ssim = _ssim(target64, pred64, volume_max.expand(target64.shape[0])).mean()
+    sse = (target64 - pred64).square().sum()
+    stats = torch.stack([ssim, sse, target64.square().sum(), volume_max]).tolist()
+    ssim_value, sse_value, gt_sq_value, max_value = stats
+    return {
+        "ssim": ssim_value,
+        "psnr": _psnr(max_value, sse_value / target64.numel()),
+        "nmse": sse_value / gt_sq_value if gt_sq_value else math.nan,
+    }
+
+
+class _SliceStats(NamedTuple):
+    sse: float
+    gt_sq: float
+    num_px: int
+    ssim: float
+    gt_max: float
+    max_value: float
+
+
+class VolumeMetricAccumulator:
+    """Per-volume SSIM, PSNR and NMSE from slices that arrive in any order and batching.
+
+    Validation and test loops see a volume's slices spread over several batches, possibly
+    interleaved with other volumes. For each slice this keeps only a few numbers (sum of
+    squared errors, sum of squared targets, pixel count, the slice's SSIM, the slice's target
+    maximum), so memory grows with the number of slices, not with the image size.
+
+    SSIM is computed per slice at :meth:`update` time with ``data_range = max_value``. It
+    equals ``fastmri.evaluate.ssim`` exactly when ``max_value`` is the target volume's
+    maximum, which is what the fastMRI files' ``max`` attribute holds. :meth:`compute`
+    warns (``RuntimeWarning``) when a volume's stored targets have a different maximum,
+    because then the SSIM used a different data range from the reference: typically the
+    target was normalised before being passed in, or only part of the volume was seen.
+    PSNR uses the maximum over the stored slices' target maxima, which is the exact volume
+    maximum once every slice has been seen.
+
+    Updating the same (key, slice) twice keeps the last update: distributed samplers pad
+    their shards by repeating samples, and those repeats must not be counted twice.
+
+    :meth:`update` leaves its per-slice numbers on the tensors' device; they reach the host
+    once, in :meth:`records` or :meth:`compute`, so a validation loop on the GPU does not wait
+    for the device after every batch. :meth:`records` and :meth:`merge` move the per-slice
+    numbers between processes, so the volumes of a distributed run are scored exactly once.
+
+    Args:
+        crop_to_square: Crop every slice to :func:`evaluation_crop_size` before scoring, as
+            fastMRI's evaluation command does; ``max_value`` must then be the maximum of the
+            cropped target volume.
+    """
+
+    def __init__(self, crop_to_square: bool = False) -> None:
+        """Creates an empty accumulator."""
+        self.crop_to_square = crop_to_square
+        self._volumes: dict[Hashable, dict[int, _SliceStats]] = {}
+        self._pending: list[tuple[list[Hashable], torch.Tensor, torch.Tensor, int]] = []
+
+    def reset(self) -> None:
+        """Forgets every slice seen so far."""
+        self._volumes.clear()
+        self._pending.clear()
+
+    @torch.no_grad()  # a prediction still attached to its graph must not keep it alive
+    def update(
+        self,
+        target: torch.Tensor,
+        pred: torch.Tensor,
+        max_value: torch.Tensor | Sequence[float],
+        keys: Sequence[Hashable],
+        slice_nums: torch.Tensor | Sequence[int],
+    ) -> None:
+        """Adds a batch of slices.
+
+        Args:
+            target: Target slices in image units (not normalised), ``(B, H, W)`` or
+                ``(B, 1, H, W)``.
+            pred: Reconstructed slices, same shape and units.
+            max_value: ``(B,)`` maximum of each slice's target volume (the file's ``max``
+                attribute), used as SSIM's data range.
+            keys: ``B`` hashable volume keys, e.g. ``(fname, acceleration)`` tuples.
+            slice_nums: ``(B,)`` slice indices within their volumes.
+
+        Raises:
+            ValueError: On inconsistent shapes or lengths.
+        """
+        if self.crop_to_square:
+            target, pred = _square_crop(target), _square_crop(pred)
+        target64, pred64 = _image_pair(target, pred)
+        batch = target64.shape[0]
+        slices = torch.as_tensor(slice_nums).reshape(-1)
+        if len(keys) != batch or slices.numel() != batch:
+            raise ValueError(
+                f"got {len(keys)} keys and {slices.numel()} slice numbers for {batch} images"
+            )
+        max_values = _per_sample(max_value, batch, target64.device, "max_value")
+        stats = torch.stack(
+            [
+                (target64 - pred64).square().sum(dim=(1, 2, 3)),
+                target64.square().sum(dim=(1, 2, 3)),
+                _ssim(target64, pred64, max_values),
+                target64.amax(dim=(1, 2, 3)),
+                max_values,
+            ],
+            dim=1,
+        )
+        self._pending.append((list(keys), slices, stats, target64.shape[-2] * target64.shape[-1]))
+
+    def _materialize(self) -> None:
+        """Moves the pending per-slice numbers to the host, in one transfer per device."""
+        if not self._pending:
+            return
+        by_device: dict[torch.device, list[int]] = {}
+        for i, (_, _, stats, _) in enumerate(self._pending):
+            by_device.setdefault(stats.device, []).append(i)
+        values: dict[int, tuple[list, list]] = {}
+        for indices in by_device.values():
+            stats = torch.cat([self._pending[i][2] for i in indices]).tolist()
+            slices = torch.cat([self._pending[i][1].to(self._pending[i][2].device) for i in indices]).tolist()
+            start = 0
+            for i in indices:
+                n = len(self._pending[i][0])
+                values[i] = (slices[start:start + n], stats[start:start + n])
+                start += n
+        for i, (keys, _, _, num_px) in enumerate(self._pending):
+            for key, slice_num, (sse, gt_sq, ssim, gt_max, max_val) in zip(keys, *values[i]):
+                self._volumes.setdefault(key, {})[int(slice_num)] = _SliceStats(
+                    sse, gt_sq, num_px, ssim, gt_max, max_val
+                )
+        self._pending.clear()
+
+    def records(self) -> list[tuple[Hashable, int, tuple]]:
+        """Every slice's numbers, as plain Python values (for :meth:`merge` in another process)."""
+        self._materialize()
+        return [(key, s, tuple(stats)) for key, by_slice in self._volumes.items() for s, stats in by_slice.items()]
+
+    def merge(self, records: Sequence[tuple[Hashable, int, tuple]]) -> None:
+        """Adds slices from :meth:`records` of another accumulator (a repeated slice keeps one)."""
+        self._materialize()
+        for key, slice_num, stats in records:
+            self._volumes.setdefault(key, {})[int(slice_num)] = _SliceStats(*stats)
+
+    def compute(self) -> dict[Hashable, dict[str, float]]:
+        """Returns ``{key: {"ssim", "psnr", "nmse", "num_slices"}}`` for every volume seen.
+
+        ``num_slices`` (a float, like the metrics) is the number of distinct slices stored.
+
+        Warns:
+            RuntimeWarning: For each volume whose stored targets' maximum differs from the
+                ``max_value`` used for its SSIM by more than 1e-6 relative.
+        """
+        self._materialize()
+        results: dict[Hashable, dict[str, float]] = {}
+        for key, by_slice in self._volumes.items():
+            stats = list(by_slice.values())
+            volume_max = max(s.gt_max for s in stats)
+            used = sorted({s.max_value for s in stats})
+            if any(abs(m - volume_max) > _MAX_RTOL * abs(volume_max) for m in used):
+                warnings.warn(
+                    f"volume {key!r}: SSIM used max_value {used} but its stored target slices "
+                    f"have maximum {volume_max}; SSIM matches fastmri.evaluate only when "
+                    "max_value is the maximum of the (unnormalised) target volume",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            sse = math.fsum(s.sse for s in stats)
+            gt_sq = math.fsum(s.gt_sq for s in stats)
+            num_px = sum(s.num_px for s in stats)
+            results[key] = {
+                "ssim": math.fsum(s.ssim for s in stats) / len(stats),
+                "psnr": _psnr(volume_max, sse / num_px),
+                "nmse": sse / gt_sq if gt_sq else math.nan,
+                "num_slices": float(len(stats)),
+            }
+        return results
+
+
+def summarize(
+    per_volume: Mapping[Hashable, Mapping[str, float]],
+    metrics: Sequence[str] = ("ssim", "psnr", "nmse"),
+) -> dict[str, float]:
+    """Mean and standard deviation of per-volume metrics over volumes.
+
+    The standard deviation is the population one (``ddof=0``): it describes the evaluated
+    set itself. ``fastmri.evaluate`` prints ``mean +/- 2 * std`` with runstats' sample
+    standard deviation (``ddof=1``) instead; multiply by ``sqrt(n / (n - 1))`` to compare.
+
+    Args:
+        per_volume: ``{key: {metric: value}}``, e.g. from
+            :meth:`VolumeMetricAccumulator.compute`. To summarise a group, pass the subset
+            of volumes in it, or use :func:`summarize_by`.
+        metrics: Names of the metrics to summarise.
+
+    Returns:
+        ``{"<metric>_mean", "<metric>_std"}`` for each metric, plus ``"num_volumes"``;
+        means and stds are NaN when ``per_volume`` is empty.
+    """
+    count = len(per_volume)
+    summary: dict[str, float] = {"num_volumes": float(count)}
+    for name in metrics:
+        values = [v[name] for v in per_volume.values()]
+        mean = math.fsum(values) / count if count else math.nan
+        summary[f"{name}_mean"] = mean
+        summary[f"{name}_std"] = (
+            math.sqrt(math.fsum((x - mean) ** 2 for x in values) / count) if count else math.nan
+        )
+    return summary
+
+
+def summarize_by(
+    per_volume: Mapping[K, Mapping[str, float]],
+    group_of: Callable[[K], G],
+    metrics: Sequence[str] = ("ssim", "psnr", "nmse"),
+) -> dict[G, dict[str, float]]:
+    """:func:`summarize` separately for each group of volumes.
+
+    Args:
+        per_volume: ``{key: {metric: value}}``.
+        group_of: Maps a volume key to its group, e.g. ``lambda key: key[1]`` for the
+            acceleration of ``(fname, acceleration)`` keys.
+        metrics: Names of the metrics to summarise.
+
+    Returns:
+        ``{group: summary}`` in order of first appearance.
+    """
+    groups: dict[G, dict[K, Mapping[str, float]]] = {}
+    for key, values in per_volume.items():
+        groups.setdefault(group_of(key), {})[key] = values
+    return {group: summarize(members, metrics) for group, members in groups.items()}

@@ -1,0 +1,91 @@
+"""Scoring folders of reconstructions against a split's targets, as ``mrirecon test`` scores.
+
+A folder is what ``mrirecon predict`` and ``mrirecon baseline`` write in the submission format
+(``<acc>x/<file>.h5``, or flat with each file's ``acceleration`` attribute, key
+``reconstruction``). Targets are cropped to each reconstruction's size as the DataModule crops
+them, and every volume is scored by :func:`mrirecon.core.metrics.volume_metrics` with
+fastMRI's evaluation crop, so a report compares like with like and equals ``test``'s numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mrirecon.core.metrics import volume_metrics
+from mrirecon.core.transforms import crop_target
+from mrirecon.data.volumes import VolumeInfo
+from mrirecon.errors import UserError
+
+
+def load_array(path: Path, key: str) -> np.ndarray:
+    """One dataset of an HDF5 file as float32, with a one-line error."""
+    try:
+        with h5py.File(path, "r") as hf:
+            return np.asarray(hf[key], dtype=np.float32)
+    except (OSError, KeyError) as err:
+        raise UserError(f"{path}: cannot read '{key}' ({str(err).split('(')[0].strip()})") from None
+
+
+def reconstruction_root(path: Path) -> Path:
+    """Accept a baseline/test output folder (with ``reconstructions/``) or the folder itself."""
+    return path / "reconstructions" if (path / "reconstructions").is_dir() else path
+
+
+def reconstruction_files(root: Path) -> dict[tuple[str, float], Path]:
+    """``(file name, acceleration) -> path`` of a submission-format folder."""
+    files: dict[tuple[str, float], Path] = {}
+    for acc_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name.endswith("x")):
+        try:
+            acc = float(acc_dir.name[:-1])
+        except ValueError:
+            continue
+        for f in sorted(acc_dir.glob("*.h5")):
+            files[(f.name, acc)] = f
+    for f in sorted(root.glob("*.h5")):
+        try:
+            with h5py.File(f, "r") as hf:
+                files[(f.name, float(hf.attrs["acceleration"]))] = f
+        except (OSError, KeyError):
+            raise UserError(f"{f}: not a reconstruction with an 'acceleration' attribute") from None
+    if not files:
+        raise UserError(f"{root}: no reconstructions (<acc>x/<file>.h5) in this folder")
+    return files
+
+
+def target_volume(info: VolumeInfo, crop_size: tuple[int, int] | None) -> np.ndarray:
+    """The target of a volume, cropped to its reconstruction size."""
+    if info.target_key is None:
+        raise UserError(f"{info.path}: no target to score against")
+    size = info.reconstruction_size(crop_size)
+    return crop_target(torch.from_numpy(load_array(info.path, info.target_key)), size).numpy()
+
+
+def score_folder(
+    root: Path,
+    volumes: Mapping[str, VolumeInfo],
+    crop_size: tuple[int, int] | None,
+    name: str = "",
+    progress: bool = True,
+) -> tuple[dict[tuple[str, float], dict[str, float]], dict[tuple[str, float], Path]]:
+    """Per-volume metrics of one folder of reconstructions, and its file map.
+
+    Raises:
+        UserError: a reconstruction of a file the split does not hold, or of the wrong shape.
+    """
+    files = reconstruction_files(root)
+    scores = {}
+    for (fname, acc), path in tqdm(files.items(), desc=f"scoring {name}", disable=not progress):
+        if fname not in volumes:
+            raise UserError(f"{path}: the split has no volume {fname}")
+        recon = load_array(path, "reconstruction")
+        target = target_volume(volumes[fname], crop_size)
+        if target.shape != recon.shape:
+            raise UserError(f"{path}: shape {recon.shape} differs from the target's {target.shape}")
+        scores[(fname, acc)] = volume_metrics(torch.from_numpy(target), torch.from_numpy(recon), crop_to_square=True)
+    return scores, files

@@ -1,0 +1,1 @@
+"""The Lightning part: DataModule, LightningModule, callbacks, checkpoints and LightningCLI."""

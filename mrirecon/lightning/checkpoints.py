@@ -1,0 +1,228 @@
+"""Checkpoints a researcher can trust: verified on load, atomic on save, ``last.ckpt`` always last.
+
+* :class:`SafeCheckpointIO` saves through :mod:`mrirecon.core.atomic` (a temporary file in the
+  checkpoint's own folder, renamed into place: Lightning's own save becomes a copy when the
+  run folder is on another filesystem than ``/tmp``, and a kill then truncates the file), and
+  loads only after :func:`read_checkpoint` has checked the file.
+* :func:`read_checkpoint` refuses, with one line naming the file: a missing file, a file that
+  is not a zip archive, a damaged archive (every member's CRC is checked: ``torch.load``
+  does not), a checkpoint that holds pickled objects other than plain data (always loaded with
+  ``weights_only=True``: mrirecon's checkpoints never need more, and more would let a crafted
+  file run code), a file that is not a Lightning checkpoint, and non-finite weights.
+* :class:`LastCheckpoint` writes ``last.ckpt`` at the end of every validation and epoch, every
+  ``every_n_train_steps`` steps if asked, after the step at which ``max_steps`` or ``max_time``
+  stops training (at the end of that step, where Lightning can resume mid-epoch) and on Ctrl-C. Lightning's ``ModelCheckpoint(save_last=True)`` with a monitored metric rewrites
+  it only when a best checkpoint is saved, so a fit could end with ``last.ckpt`` epochs behind.
+* :func:`resolve_checkpoint` turns ``--ckpt_path last`` / ``best`` into the newest run's file
+  and :func:`run_folder_of` finds the run a checkpoint belongs to, so that a resumed fit
+  continues in the same run folder and evaluation writes next to it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint
+
+from mrirecon.core import atomic
+from mrirecon.errors import UserError
+
+LAST = "last.ckpt"
+CHECKPOINT_FOLDER = "checkpoints"
+_VERSION = re.compile(r"^version_(\d+)$")
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Loads a Lightning checkpoint after checking it; see the module docstring.
+
+    Raises:
+        UserError: one line naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    # torch.save writes a zip archive; anything else (a config, a truncated copy) would fail
+    # deep inside torch.load with an unrelated error.
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a checkpoint file (not the zip archive torch.save writes)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise UserError(f"{path}: damaged checkpoint ({err})") from None
+    if damaged is not None:
+        raise UserError(f"{path}: damaged checkpoint (checksum mismatch in {damaged})")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).splitlines()[0] if str(err) else "objects other than tensors and plain data"
+        raise UserError(
+            f"{path}: refused: the checkpoint holds pickled objects that are not plain data "
+            f"and could run code when loaded ({reason[:160]})"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        raise UserError(f"{path}: damaged checkpoint ({str(err).splitlines()[0][:200]})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
+        raise UserError(f"{path}: not a Lightning checkpoint (no 'state_dict' and 'pytorch-lightning_version' entries)")
+    for name, tensor in checkpoint["state_dict"].items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: the weights are not finite ({name} holds NaN or Inf): a diverged or damaged model")
+    return checkpoint
+
+
+def peek_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The small entries of a checkpoint (step, epoch, callback states) without reading its tensors."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - read_checkpoint gives the precise reason later
+        raise UserError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0][:200]})") from None
+    return {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Atomic saves, verified loads (see the module docstring)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        with atomic.atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Optional[Callable] = None, weights_only: Optional[bool] = None) -> dict[str, Any]:
+        # weights_only is always True: see read_checkpoint. The CLI refuses --weights_only false.
+        return read_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
+
+
+def run_folder_of(checkpoint: str | Path) -> Path:
+    """The run a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/x.ckpt``, else its folder."""
+    checkpoint = Path(checkpoint).resolve()
+    folder = checkpoint.parent
+    return folder.parent if folder.name == CHECKPOINT_FOLDER else folder
+
+
+def run_version(run: Path) -> Optional[int]:
+    """N for a TensorBoard run folder ``version_N``, else None."""
+    match = _VERSION.match(Path(run).name)
+    return int(match.group(1)) if match else None
+
+
+def newest_run(runs_root: Path) -> Optional[Path]:
+    """The ``version_N`` folder with the highest N that holds a ``checkpoints/last.ckpt``."""
+    if not runs_root.is_dir():
+        return None
+    runs = [p for p in runs_root.iterdir() if run_version(p) is not None and (p / CHECKPOINT_FOLDER / LAST).is_file()]
+    return max(runs, key=lambda p: run_version(p)) if runs else None
+
+
+def resolve_checkpoint(ckpt_path: str, runs_root: Path) -> Path:
+    """A checkpoint file for ``--ckpt_path``: a path, or ``last``/``best`` of the newest run.
+
+    Args:
+        ckpt_path: a file, ``last`` or ``best``.
+        runs_root: the logger's ``<save_dir>/<name>`` folder holding ``version_N`` runs.
+
+    Raises:
+        UserError: there is no such file, or no run with a ``last.ckpt`` under ``runs_root``.
+    """
+    if ckpt_path not in ("last", "best"):
+        return Path(ckpt_path)
+    run = newest_run(runs_root)
+    if run is None:
+        raise UserError(f"--ckpt_path {ckpt_path}: no run under {runs_root} has a {CHECKPOINT_FOLDER}/{LAST}; pass a checkpoint file")
+    last = run / CHECKPOINT_FOLDER / LAST
+    if ckpt_path == "last":
+        return last
+    best = sorted((run / CHECKPOINT_FOLDER).glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    for state in peek_checkpoint(last).get("callbacks", {}).values():
+        if isinstance(state, dict) and state.get("best_model_path") and Path(state["best_model_path"]).is_file():
+            return Path(state["best_model_path"])
+    if best:
+        return best[-1]
+    raise UserError(f"--ckpt_path best: {run} has no best checkpoint yet (no validation has finished)")
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps ``<run>/checkpoints/last.ckpt`` the latest state of the run; see the module docstring.
+
+    It also stores the random number generators' states, so a resumed run draws what the
+    uninterrupted one would have (dropout); the data order and masks are resumed by the sampler.
+
+    Args:
+        every_n_train_steps: also save every this many optimiser steps (None: only at the end
+            of validations, epochs and training). Long epochs on the real download want this.
+    """
+
+    def __init__(self, every_n_train_steps: Optional[int] = None) -> None:
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise UserError(f"checkpoint.every_n_train_steps: must be at least 1, got {every_n_train_steps}")
+        self.every_n_train_steps = every_n_train_steps
+        self.dirpath: Optional[Path] = None
+        self._saved_step = -1
+
+    @property
+    def path(self) -> Optional[Path]:
+        return self.dirpath / LAST if self.dirpath is not None else None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        root = Path(trainer.log_dir or trainer.default_root_dir)
+        self.dirpath = root / CHECKPOINT_FOLDER
+        if trainer.is_global_zero:
+            atomic.remove_stale_temporaries(self.dirpath)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Writes ``last.ckpt`` unless it already holds this step (the module refuses a diverged state)."""
+        if self.dirpath is None or trainer.sanity_checking or self._saved_step == trainer.global_step:
+            return
+        trainer.save_checkpoint(self.dirpath / LAST)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        # Lightning resumes mid-epoch only from a checkpoint written at the end of a step, so a
+        # stop by max_steps or max_time (the Timer runs before checkpoint callbacks) saves here.
+        periodic = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
+        last_step = 0 < trainer.max_steps <= trainer.global_step
+        if periodic or last_step or trainer.should_stop:
+            self.save(trainer)
+
+    @staticmethod
+    def _validation_ends_epochs(trainer: pl.Trainer) -> bool:
+        """Whether validations run once at each epoch's end: then ModelCheckpoint saves the best
+        checkpoint in ``on_train_epoch_end`` (its own rule, mirrored here), and last.ckpt must
+        be written after it, so that it holds the updated best-checkpoint state."""
+        if getattr(trainer, "_val_check_time_interval", None) is not None or trainer.check_val_every_n_epoch != 1:
+            return False
+        return trainer.val_check_interval == 1.0
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not self._validation_ends_epochs(trainer):
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit" and trainer.global_step > 0:
+            self.save(trainer)
+            if trainer.is_global_zero and self.path is not None:
+                print(f"\ninterrupted at step {trainer.global_step}: resume with --ckpt_path {self.path}", file=sys.stderr)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"rng_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "rng_cpu" in state_dict:
+            torch.set_rng_state(state_dict["rng_cpu"])
+        if "rng_cuda" in state_dict and torch.cuda.is_available() and len(state_dict["rng_cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state_dict["rng_cuda"])
+

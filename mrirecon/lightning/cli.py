@@ -1,0 +1,348 @@
+"""LightningCLI for ``mrirecon fit|validate|test|predict``, and the one config parser.
+
+Every command reads configs through :class:`MriReconCLI`'s parser: the Lightning subcommands,
+and (with ``run=False``) ``mrirecon baseline`` and ``mrirecon report``, so dotted overrides such
+as ``--data.data_path`` work everywhere.
+
+What it adds to LightningCLI, so that runs can be trusted:
+
+* **Checkpoints.** ``last.ckpt`` is always the latest state, best-by-``val/ssim`` checkpoints
+  are kept beside it, saves are atomic and loads verified (:mod:`mrirecon.lightning.checkpoints`).
+  ``--ckpt_path last`` / ``best`` mean the newest run's files; ``--weights_only false`` is refused.
+* **One run folder per run.** A fit resumed from a checkpoint inside
+  ``<save_dir>/<name>/version_N/checkpoints`` continues in ``version_N`` (steps continue,
+  TensorBoard drops the events logged after the checkpoint, the best-checkpoint state is kept);
+  ``validate``, ``test`` and ``predict`` create no run and write next to their checkpoint; a fit
+  that fails before its first step leaves nothing behind.
+* **One line per mistake.** Config values, checkpoints and output folders are checked before
+  any long work and reported as one ``UserError`` line naming the key or file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, SaveConfigCallback
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+from mrirecon.core import atomic
+from mrirecon.errors import UserError
+from mrirecon.lightning.callbacks import ReconstructionWriter
+from mrirecon.lightning.checkpoints import (
+    LastCheckpoint,
+    SafeCheckpointIO,
+    peek_checkpoint,
+    resolve_checkpoint,
+    run_folder_of,
+    run_version,
+)
+from mrirecon.lightning.datamodule import ReconDataModule
+from mrirecon.lightning.module import ReconModule
+from mrirecon.methods import CONFIG_SECTIONS
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "default", "default_hp_metric": False},
+    },
+    # Our batch sampler shards the data itself: whole volumes per process for evaluation,
+    # distinct masks per process for training (Lightning's DistributedSampler would do neither).
+    "use_distributed_sampler": False,
+}
+EVALUATION_COMMANDS = ("validate", "test", "predict")
+
+
+@dataclass
+class CheckpointSettings:
+    """The ``checkpoint:`` section: what ``fit`` saves in ``<run>/checkpoints``.
+
+    Args:
+        monitor: metric that ranks the best checkpoints.
+        mode: ``max`` or ``min`` of ``monitor``.
+        save_top_k: best checkpoints kept (``best-epoch=E-step=S.ckpt``).
+        every_n_train_steps: also rewrite ``last.ckpt`` every this many steps (None: at the end
+            of every validation and epoch, and when training stops); long epochs of the real
+            download want it, so a preemption loses little.
+    """
+
+    monitor: str = "val/ssim"
+    mode: str = "max"
+    save_top_k: int = 1
+    every_n_train_steps: Optional[int] = None
+
+
+class FitConfigSaver(SaveConfigCallback):
+    """Saves the resolved config into the run folder when fitting only, atomically.
+
+    Evaluation commands write no run of their own, so they must not overwrite the config of the
+    run their checkpoint came from.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if stage != "fit" or self.already_saved or not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        text = self.parser.dump(self.config, skip_none=False)
+        atomic.write_text(Path(trainer.log_dir) / self.config_filename, text)
+        self.already_saved = True
+
+
+class MriReconCLI(LightningCLI):
+    """LightningCLI with Adam (lr 1e-3) as the default optimiser and the checks above."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_optimizer_args((torch.optim.Optimizer,))
+        parser.add_lr_scheduler_args(LRSchedulerTypeTuple)
+        parser.set_defaults({"optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3}}})
+        # Sections that methods declare for their settings (cs_tv:); training ignores them.
+        for name, settings in CONFIG_SECTIONS.items():
+            parser.add_class_arguments(settings, name, fail_untyped=False)
+        parser.add_class_arguments(CheckpointSettings, "checkpoint")
+        parser.add_argument(
+            "--output_dir",
+            type=Optional[str],
+            default=None,
+            help="test: where metrics.csv and summary.json go (default <run>/test/<checkpoint>_<split>); "
+            "predict: where reconstructions go (default <run>/reconstructions/<checkpoint>_<split>)",
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would overwrite the model section with the checkpoint's hyperparameters,
+        # silently dropping what the config and command line say (--model.method_name, a
+        # different net). The config is what runs; a checkpoint that does not fit it is an error.
+        pass
+
+    # --- before anything is built --------------------------------------------------------------
+    def _section(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _runs_root(self) -> Path:
+        """``<save_dir>/<name>`` of the configured TensorBoard logger (where runs live)."""
+        logger = self._section().get("trainer", {}).get("logger")
+        init = logger.get("init_args", {}) if isinstance(logger, (dict, argparse.Namespace)) else {}
+        return Path(init.get("save_dir", "runs") or "runs") / str(init.get("name", "default") or "")
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
+        section = self._section()
+        if section.get("weights_only") is False:
+            raise UserError(
+                "--weights_only false: refused; it would let a checkpoint run code when loaded, and "
+                "mrirecon checkpoints hold only tensors and plain data"
+            )
+        ckpt = section.get("ckpt_path")
+        self.run_dir: Optional[Path] = None
+        if ckpt:
+            ckpt = resolve_checkpoint(str(ckpt), self._runs_root())
+            if not ckpt.is_file():
+                raise UserError(f"{ckpt}: no such checkpoint file")
+            section["ckpt_path"] = str(ckpt)
+            self.run_dir = run_folder_of(ckpt)
+        if self.subcommand == "fit":
+            self._continue_run(section)
+        else:
+            # Evaluation writes next to its checkpoint and opens no TensorBoard run of its own.
+            section["trainer"]["logger"] = False
+
+    def _continue_run(self, section: Any) -> None:
+        """A fit resumed from ``.../version_N/checkpoints/x.ckpt`` logs into ``version_N`` again."""
+        logger = section["trainer"].get("logger")
+        if not self.run_dir or run_version(self.run_dir) is None or not logger or logger is True:
+            return
+        init = logger["init_args"]
+        if "save_dir" not in init:
+            return
+        step = int(peek_checkpoint(section["ckpt_path"]).get("global_step", 0))
+        init["save_dir"] = str(self.run_dir.parent.parent)
+        init["name"] = self.run_dir.parent.name
+        init["version"] = run_version(self.run_dir)
+        # TensorBoard discards events logged after the checkpoint by the interrupted run.
+        init["purge_step"] = step
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            # Network constructors name the argument ("chans: must be a positive integer").
+            raise UserError(f"model.net.init_args.{err}") from None
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={})
+        kwargs["plugins"] = [*(_as_list(config.get("plugins"))), SafeCheckpointIO()]
+        if self.subcommand == "fit":
+            settings = self._get(self.config_init, "checkpoint")
+            kwargs["callbacks"] = [*(_as_list(config.get("callbacks"))), *self._checkpoint_callbacks(settings)]
+        # The Trainer is built from the config alone: what it rejects (an accelerator this
+        # machine lacks or whose package is not installed, contradictory limits) is a config mistake.
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ImportError, ValueError) as err:
+            raise UserError(f"trainer: {_one_line(err)}") from None
+
+    @staticmethod
+    def _checkpoint_callbacks(settings: CheckpointSettings) -> list:
+        if settings.mode not in ("min", "max"):
+            raise UserError(f"checkpoint.mode: must be 'min' or 'max', got {settings.mode!r}")
+        if settings.save_top_k < 0:
+            raise UserError(f"checkpoint.save_top_k: must be 0 or more, got {settings.save_top_k}")
+        # Best first, then last: last.ckpt then records the updated best-checkpoint state.
+        best = ModelCheckpoint(
+            monitor=settings.monitor,
+            mode=settings.mode,
+            save_top_k=settings.save_top_k,
+            filename="best-epoch={epoch}-step={step}",
+            auto_insert_metric_name=False,
+            save_last=False,
+        )
+        return [best, LastCheckpoint(settings.every_n_train_steps)]
+
+    # --- per command ---------------------------------------------------------------------------
+    def _check_optimizer(self) -> None:
+        try:
+            self.model.configure_optimizers()
+        except (ValueError, TypeError) as err:
+            raise UserError(f"optimizer: {_one_line(err)}") from None
+
+    def before_fit(self) -> None:
+        self._check_optimizer()
+        log_dir = self.trainer.log_dir
+        self._new_run: Optional[Path] = None
+        if log_dir is not None and self.trainer.logger and not Path(log_dir).exists():
+            # The highest folder this run creates, removed again if it fails before its first step.
+            created = Path(os.path.abspath(log_dir))
+            while not created.parent.exists():
+                created = created.parent
+            self._new_run = created
+
+    def _evaluation_output(self, kind: str) -> Path:
+        """``--output_dir``, or ``<run>/<kind>/<checkpoint>_<split>`` beside the checkpoint."""
+        given = self._section().get("output_dir")
+        if given:
+            return Path(given)
+        ckpt = Path(self._section()["ckpt_path"])
+        return run_folder_of(ckpt) / kind / f"{ckpt.stem}_{self.datamodule.test_split}"
+
+    def _require_checkpoint(self) -> None:
+        if not self._section().get("ckpt_path"):
+            raise UserError(f"{self.subcommand} needs a trained model: pass --ckpt_path path/to/checkpoint.ckpt (or last)")
+
+    def before_validate(self) -> None:
+        self._require_checkpoint()
+
+    def before_test(self) -> None:
+        self._require_checkpoint()
+        out = atomic.check_writable_folder(self._evaluation_output("test"))
+        self.model.output_dir = out
+        self.model.run_metadata = {"command": "test"}
+
+    def before_predict(self) -> None:
+        self._require_checkpoint()
+        out = atomic.check_writable_folder(self._evaluation_output("reconstructions"))
+        dm = self.datamodule
+        dm.setup("predict")
+        num_slices = {v.path.name: v.num_slices for v in dm.evaluation_volumes()}
+        self.trainer.callbacks.append(ReconstructionWriter(out, per_acceleration=not dm.writes_flat_folders(), num_slices=num_slices))
+        if self.trainer.is_global_zero:
+            print(f"writing reconstructions to {out}")
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            new_run = getattr(self, "_new_run", None)
+            if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
+                shutil.rmtree(new_run, ignore_errors=True)
+            raise
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# Lines of jsonargparse's union reports that say nothing about the user's mistake.
+_UNION_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "Expected a <class 'NoneType'>",
+)
+
+
+def _one_line(err: BaseException) -> str:
+    """jsonargparse's multi-line report as one line: the key, then the nested problem.
+
+    The first line alone is often just ``Parser key "model.loss":``; the reason follows on
+    indented lines, among the alternatives of a union (``net`` may be a Module or None).
+    """
+    lines = [line.strip().lstrip("-").strip() for line in str(err).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_UNION_NOISE)]
+    if not lines:
+        return type(err).__name__
+    text = lines[0]
+    for line in lines[1:]:
+        text += (" " if text.endswith(":") else "; ") + line
+    return text
+
+
+def build_cli(argv: list[str], run: bool = True) -> MriReconCLI:
+    """Parses ``argv`` with the one config parser; runs the subcommand when ``run``.
+
+    Raises:
+        UserError: for config and checkpoint mistakes, as one line.
+    """
+    try:
+        with warnings.catch_warnings():
+            # We always pass the arguments (a subcommand's, not sys.argv), which LightningCLI
+            # warns about when sys.argv is not empty.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            return MriReconCLI(
+                ReconModule,
+                ReconDataModule,
+                args=argv,
+                run=run,
+                trainer_defaults=TRAINER_DEFAULTS,
+                save_config_callback=FitConfigSaver,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"exit_on_error": False},
+            )
+    except argparse.ArgumentError as err:
+        raise UserError(f"config: {_one_line(err)}") from None
+    except RuntimeError as err:
+        if "Error(s) in loading state_dict" in str(err):
+            raise UserError(_state_dict_mismatch(err, argv)) from None
+        raise
+
+
+def _state_dict_mismatch(err: RuntimeError, argv: list[str]) -> str:
+    missing = re.search(r'Missing key\(s\) in state_dict: "([^"]+)"', str(err))
+    unexpected = re.search(r'Unexpected key\(s\) in state_dict: "([^"]+)"', str(err))
+    shape = re.search(r"size mismatch for ([\w.]+)", str(err))
+    detail = (
+        f"size mismatch for {shape.group(1)}" if shape
+        else f"missing {missing.group(1)}" if missing
+        else f"unexpected {unexpected.group(1)}" if unexpected
+        else "parameters differ"
+    )
+    ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")), None)
+    if ckpt is None and "--ckpt_path" in argv:
+        ckpt = argv[argv.index("--ckpt_path") + 1]
+    return f"{ckpt}: checkpoint does not match the model in the config ({detail})"
+
+
+def run_lightning_cli(argv: list[str]) -> None:
+    """Runs ``mrirecon fit|validate|test|predict ...``."""
+    build_cli(argv, run=True)

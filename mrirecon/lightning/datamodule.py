@@ -1,0 +1,251 @@
+"""The Lightning DataModule: fastMRI-format folders in, undersampled k-space batches out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from mrirecon.core.masks import ColumnMaskSampler, MaskType
+from mrirecon.data.batch import KSpaceBatch, SliceCollator, prepare_batch
+from mrirecon.data.dataset import SliceDataset
+from mrirecon.data.samplers import SliceBatchSampler
+from mrirecon.data.volumes import Challenge, VolumeInfo, scan_volumes, subsample_volumes
+from mrirecon.errors import UserError
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that Lightning saves and restores with the checkpoint (its ``_Stateful``).
+
+    The state is the epoch and the number of batches the training loop had finished in it;
+    restoring tells the :class:`SliceBatchSampler` to skip those batches, so a run resumed from
+    a mid-epoch checkpoint continues with the very next batch. (Counting the batches handed
+    out would overshoot: workers and Lightning fetch ahead.)
+    """
+
+    def __init__(self, *args: Any, progress: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.batch_sampler.epoch), "batches_done": int(self._progress())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume(int(state["epoch"]), int(state["batches_done"]))
+
+
+class ReconDataModule(pl.LightningDataModule):
+    """Undersampled k-space from a fastMRI-layout folder (``<data_path>/<challenge>_<split>``).
+
+    Works on our simulated folders and on the real fastMRI download (knee or brain, single- or
+    multi-coil, volumes of different widths). Every file of the splits a command uses is
+    validated before the first step (shapes, dtype, finite k-space and targets, sizes), with one
+    error line naming the bad file.
+
+    Args:
+        data_path: folder holding ``singlecoil_train``, ``singlecoil_val``, ... (or ``multicoil_*``).
+        challenge: ``singlecoil`` (ESC targets) or ``multicoil`` (RSS targets).
+        mask_type: fastMRI mask type: ``random``, ``equispaced_fraction``, ``equispaced``,
+            ``magic``, ``magic_fraction``.
+        center_fractions: fraction of centre columns kept, one per acceleration.
+        accelerations: undersampling factors (integers of at least 2); several give mixed
+            accelerations in one run.
+        crop_size: reconstruction size (rows, cols); None uses each volume's target size.
+        batch_size: slices per batch; a batch holds slices of one k-space shape.
+        num_workers: DataLoader worker processes.
+        sample_rate: fraction of training slices to use (a fixed subset).
+        volume_sample_rate: fraction of training volumes to use (a fixed subset).
+        val_volume_sample_rate: fraction of validation volumes to use.
+        test_split: split evaluated by ``test`` and ``predict`` (``test``, ``val``,
+            ``challenge``, or any ``<challenge>_<name>`` folder name's ``<name>``, such as
+            ``test_v2`` or ``test_full`` of the real download).
+        use_file_masks: for files that carry their own ``mask`` (already undersampled test and
+            challenge files): None (default) uses those masks, True requires every evaluated file
+            to carry one, False is refused for such files (they would be masked twice).
+        transform_on_device: run the mask → iFFT → crop → RSS → normalise chain on the training
+            device after transfer; the workers then only read and stack.
+        check_finite: scan all k-space and targets for NaN/Inf before training (cached per file).
+        use_cache: cache volume metadata in ``~/.cache/mrirecon``.
+        seed: seed of the training masks and order; None takes it from ``seed_everything``.
+    """
+
+    def __init__(
+        self,
+        data_path: str,
+        challenge: Challenge = "singlecoil",
+        mask_type: MaskType = "random",
+        center_fractions: list[float] = [0.08],  # noqa: B006 - LightningCLI needs plain defaults
+        accelerations: list[int] = [4],  # noqa: B006
+        crop_size: Optional[tuple[int, int]] = None,
+        batch_size: int = 1,
+        num_workers: int = 4,
+        sample_rate: Optional[float] = None,
+        volume_sample_rate: Optional[float] = None,
+        val_volume_sample_rate: Optional[float] = None,
+        test_split: str = "test",
+        use_file_masks: Optional[bool] = None,
+        transform_on_device: bool = False,
+        check_finite: bool = True,
+        use_cache: bool = True,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        _check_data_arguments(batch_size, num_workers, crop_size, sample_rate, volume_sample_rate, val_volume_sample_rate)
+        try:
+            self.masks = ColumnMaskSampler(mask_type, center_fractions, accelerations)
+        except ValueError as err:
+            raise UserError(f"data.{err}") from None
+        self.data_path = Path(data_path)
+        self.challenge = challenge
+        self.crop_size = tuple(crop_size) if crop_size is not None else None
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.sample_rate = sample_rate
+        self.volume_sample_rate = volume_sample_rate
+        self.val_volume_sample_rate = val_volume_sample_rate
+        self.test_split = test_split
+        self.use_file_masks = use_file_masks
+        self.transform_on_device = transform_on_device
+        self.check_finite = check_finite
+        self.use_cache = use_cache
+        self.seed = seed
+        # Whether batches keep their k-space after the chain; set from the model in setup().
+        self.keep_kspace = True
+        self._volumes: dict[str, list[VolumeInfo]] = {}
+
+    # --- volumes -----------------------------------------------------------------------------
+    def split_folder(self, split: str) -> Path:
+        return self.data_path / f"{self.challenge}_{split}"
+
+    def volumes(self, split: str) -> list[VolumeInfo]:
+        """Validated volumes of a split (scanned once per DataModule)."""
+        if split not in self._volumes:
+            if not self.data_path.is_dir():
+                raise UserError(f"{self.data_path}: no such data folder")
+            infos = scan_volumes(self.split_folder(split), self.challenge, self.check_finite, self.use_cache, self.crop_size)
+            if split in ("train", "val"):
+                missing = [i.path for i in infos if i.target_key is None]
+                if missing:
+                    raise UserError(f"{missing[0]}: no {self.challenge} target, needed to train or validate")
+            self._volumes[split] = infos
+        return self._volumes[split]
+
+    def evaluation_volumes(self) -> list[VolumeInfo]:
+        """The test split's volumes, checked against ``use_file_masks``."""
+        infos = self.volumes(self.test_split)
+        for info in infos:
+            if info.fixed_mask is not None and self.use_file_masks is False:
+                raise UserError(
+                    f"{info.path}: already undersampled (it carries its own 'mask'); drawing another mask "
+                    "would mask it twice: leave data.use_file_masks unset or set it to true"
+                )
+            if info.fixed_mask is None and self.use_file_masks:
+                raise UserError(f"{info.path}: data.use_file_masks is true but the file has no 'mask'")
+        return infos
+
+    def writes_flat_folders(self) -> bool:
+        """Reconstructions go into one flat folder when every test volume has its own mask."""
+        return all(info.fixed_mask is not None for info in self.evaluation_volumes())
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        # Validate every file of the splits this stage uses before the first step.
+        if self.seed is None:
+            self.seed = int(torch.initial_seed()) % 2**62
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        self.keep_kspace = bool(getattr(module, "needs_kspace", True))
+        if stage in ("test", "predict"):
+            self.evaluation_volumes()
+            return
+        for split in {"fit": ["train", "val"], "validate": ["val"]}.get(stage or "fit", ["train", "val"]):
+            self.volumes(split)
+
+    # --- loaders -----------------------------------------------------------------------------
+    def dataset(self, split: str, train: bool = False) -> SliceDataset:
+        infos = self.evaluation_volumes() if split == self.test_split and not train else self.volumes(split)
+        if train:
+            infos = subsample_volumes(infos, self.volume_sample_rate)
+        elif split == "val":
+            infos = subsample_volumes(infos, self.val_volume_sample_rate)
+        return SliceDataset(
+            infos,
+            self.challenge,
+            self.masks,
+            mode="train" if train else "fixed",
+            crop_size=self.crop_size,
+            sample_rate=self.sample_rate if train else None,
+            file_masks=self.use_file_masks is not False,
+        )
+
+    def _distributed(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, dataset: SliceDataset, train: bool) -> DataLoader:
+        replicas, rank = self._distributed()
+        sampler = SliceBatchSampler(
+            [dataset.group_key(i) for i in range(len(dataset))],
+            [dataset.unit_key(i) for i in range(len(dataset))],
+            self.batch_size,
+            shuffle=train,
+            seed=self.seed or 0,
+            num_replicas=replicas,
+            rank=rank,
+        )
+        kwargs = dict(
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=SliceCollator(prepare=not self.transform_on_device, keep_kspace=self.keep_kspace),
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            # A generator of its own: loader start-ups must not draw from the global generator,
+            # whose state a resumed run restores for the network's own randomness.
+            generator=torch.Generator().manual_seed(self.seed or 0),
+        )
+        if train:
+            return ResumableDataLoader(dataset, progress=self._batches_done, **kwargs)
+        return DataLoader(dataset, **kwargs)
+
+    def _batches_done(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("train", train=True), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset(self.test_split), train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # With transform_on_device the chain runs here, on the GPU; otherwise this is a no-op.
+        if isinstance(batch, KSpaceBatch):
+            return prepare_batch(batch, self.keep_kspace)
+        return batch
+
+
+def _check_data_arguments(
+    batch_size: int,
+    num_workers: int,
+    crop_size: Optional[tuple[int, int]],
+    sample_rate: Optional[float],
+    volume_sample_rate: Optional[float],
+    val_volume_sample_rate: Optional[float],
+) -> None:
+    if batch_size < 1:
+        raise UserError(f"data.batch_size: must be at least 1, got {batch_size}")
+    if num_workers < 0:
+        raise UserError(f"data.num_workers: must be 0 or more, got {num_workers}")
+    if crop_size is not None and (len(crop_size) != 2 or min(crop_size) < 8):
+        raise UserError(f"data.crop_size: must be two sizes of at least 8 pixels, got {crop_size}")
+    for name, rate in (("sample_rate", sample_rate), ("volume_sample_rate", volume_sample_rate),
+                       ("val_volume_sample_rate", val_volume_sample_rate)):
+        if rate is not None and not 0.0 < rate <= 1.0:
+            raise UserError(f"data.{name}: must lie in (0, 1], got {rate}")

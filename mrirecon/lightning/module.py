@@ -1,0 +1,252 @@
+"""The LightningModule: trains and evaluates any reconstruction method on k-space batches.
+
+It receives its network (LightningCLI's ``model.net`` with a ``class_path``): an image network
+(``mrirecon.models.Unet``), a k-space network (``mrirecon.models.VarNet``) or a parameter-free
+method (``mrirecon.methods.ZeroFilled``, ``CSTV``, for ``mrirecon baseline``); see
+:mod:`mrirecon.methods.base`. The optimiser and scheduler come from LightningCLI's standard
+``optimizer:`` / ``lr_scheduler:`` sections; :meth:`ReconModule.configure_optimizers` is the
+fallback (Adam, lr 1e-3) for use outside the CLI.
+
+Validation and test score every volume per acceleration with fastMRI's metric definitions, as
+its evaluation command applies them, in image units, for the method and for the zero-filled
+input. Under DDP every process scores whole volumes and the per-slice numbers are gathered
+before the per-volume reduction, so the numbers equal a one-process run's.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from fastmri.losses import SSIMLoss
+from torch import nn
+
+from mrirecon.core.metrics import VolumeMetricAccumulator
+from mrirecon.core.transforms import normalize
+from mrirecon.data.batch import KSpaceBatch, normalized_target
+from mrirecon.errors import UserError
+from mrirecon.evaluation.results import format_table, write_results
+from mrirecon.lightning.distributed import gather_objects
+from mrirecon.lightning.image_logging import ImageRow, log_validation_images
+from mrirecon.methods.base import as_method
+from mrirecon.models.unet import Unet
+
+MODEL_KEY = "unet"
+ZERO_FILLED_KEY = "zero-filled"
+
+
+def describe_network(net: nn.Module) -> dict[str, Any]:
+    """The class and constructor arguments of a network, for hyperparameter logging."""
+    params = inspect.signature(type(net).__init__).parameters
+    args = {name: getattr(net, name) for name in params if name != "self" and hasattr(net, name)}
+    return {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": args}
+
+
+class ReconModule(pl.LightningModule):
+    """Supervised reconstruction from undersampled k-space.
+
+    Args:
+        net: the network or method (see the module docstring).
+        loss: ``l1`` (fastMRI's U-Net loss: L1 between the output and the target, both
+            standardised by the zero-filled image's mean and std) or ``ssim`` (1 - SSIM in
+            image units, with the target volume's data range: fastMRI's VarNet loss).
+        num_log_images: validation slices shown in TensorBoard each epoch (fixed slices).
+        method_name: the name of this model in result tables.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module | None = None,
+        loss: Literal["l1", "ssim"] = "l1",
+        num_log_images: int = 4,
+        method_name: str = MODEL_KEY,
+    ) -> None:
+        super().__init__()
+        self.net = net if net is not None else Unet()
+        self.save_hyperparameters(ignore=["net"])
+        # A second call (not `self.hparams[...] = ...`) so that hparams_initial, which the
+        # loggers write to hparams.yaml, holds the network too.
+        self.save_hyperparameters({"net": describe_network(self.net)})
+        self.method = as_method(self.net)  # a plain object: the parameters stay under net.*
+        self.loss_name = loss
+        self.ssim_loss = SSIMLoss() if loss == "ssim" else None
+        self.num_log_images = num_log_images
+        self.method_name = method_name
+        self.output_dir: Optional[Path] = None  # set by the CLI for test/predict
+        self.run_metadata: dict[str, Any] = {}  # set by the CLI: written into summary.json
+        self._metrics = {MODEL_KEY: VolumeMetricAccumulator(crop_to_square=True),
+                         ZERO_FILLED_KEY: VolumeMetricAccumulator(crop_to_square=True)}
+        self._log_batches: set[int] = set()
+        self._image_rows: list[ImageRow] = []
+        # The first optimiser step whose loss was not finite, kept on the device (-1: none):
+        # checked when it costs no extra synchronisation (logging, checkpoints, epoch ends).
+        self.register_buffer("_first_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
+
+    @property
+    def needs_kspace(self) -> bool:
+        """Whether batches must keep their k-space (k-space networks and CS-TV read it)."""
+        return self.method.needs_kspace
+
+    def forward(self, batch: KSpaceBatch) -> torch.Tensor:
+        """Reconstructed ``(B, h, w)`` images in image units."""
+        return self.method(batch)
+
+    def _loss(self, recon: torch.Tensor, batch: KSpaceBatch) -> torch.Tensor:
+        if self.ssim_loss is None:
+            return F.l1_loss(normalize(recon, batch.mean, batch.std).unsqueeze(1), normalized_target(batch))
+        # SSIM is scale invariant once data_range scales too: dividing by the data range keeps
+        # the constants C1, C2 in a float32-friendly range for fastMRI's tiny intensities.
+        scale = batch.max_value.float().clamp_min(1e-12)[:, None, None, None]
+        pred = recon.float().unsqueeze(1) / scale
+        target = batch.target.unsqueeze(1) / scale
+        return self.ssim_loss(pred, target, torch.ones_like(batch.max_value, dtype=torch.float32))
+
+    # --- training ----------------------------------------------------------------------------
+    def training_step(self, batch: KSpaceBatch, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(self(batch), batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.size)
+        step = torch.full_like(self._first_nonfinite_step, self.global_step)
+        first = self._first_nonfinite_step
+        self._first_nonfinite_step = torch.where((first < 0) & ~torch.isfinite(loss.detach()), step, first)
+        return loss
+
+    def check_loss_finite(self) -> None:
+        """Stops training with one line if a training loss was NaN or Inf.
+
+        Raises:
+            UserError: naming the first step with a non-finite loss.
+        """
+        step = int(self._first_nonfinite_step)
+        if step >= 0:
+            last = next((c.path for c in self.trainer.callbacks if hasattr(c, "every_n_train_steps") and c.path), None)
+            kept = f"; {last} keeps the last finite state" if last is not None and Path(last).is_file() else ""
+            raise UserError(
+                f"training loss is NaN or Inf at step {step} (epoch {self.current_epoch}): training stopped "
+                f"without saving{kept}; lower the learning rate or check the data"
+            )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
+            self.check_loss_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self.check_loss_finite()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never overwrite a good checkpoint with a diverged state.
+        self.check_loss_finite()
+
+    # --- validation and test: per-volume metrics ----------------------------------------------
+    def _reset_metrics(self) -> None:
+        for acc in self._metrics.values():
+            acc.reset()
+
+    def _evaluate_batch(self, batch: KSpaceBatch) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+        recon = self(batch)
+        if all(batch.padding):
+            return None, recon
+        keep = [not p for p in batch.padding]
+        scored = batch.select(keep)
+        recon_scored = recon if all(keep) else recon[torch.tensor(keep, device=recon.device)]
+        loss = self._loss(recon_scored, scored)
+        keys = list(zip(scored.fname, scored.acceleration))
+        for name, image in ((MODEL_KEY, recon_scored), (ZERO_FILLED_KEY, scored.zero_filled)):
+            self._metrics[name].update(scored.target, image, scored.max_value, keys, scored.slice_num)
+        return loss, recon
+
+    def _gathered_metrics(self) -> dict[str, dict]:
+        """Per-volume metrics of both methods over every process's slices."""
+        out = {}
+        for name, acc in self._metrics.items():
+            records = [r for part in gather_objects(acc.records()) for r in part]
+            merged = VolumeMetricAccumulator(crop_to_square=True)
+            merged.merge(records)
+            out[name] = merged.compute()
+        return out
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_metrics()
+        num_batches = int(self.trainer.num_val_batches[0]) if self.trainer.num_val_batches else 0
+        n = min(self.num_log_images, num_batches)
+        # Evenly spaced batches of the unshuffled val loader: the same slices every epoch.
+        self._log_batches = {round(i * (num_batches - 1) / max(n - 1, 1)) for i in range(n)} if n else set()
+        self._image_rows = []
+
+    def validation_step(self, batch: KSpaceBatch, batch_idx: int) -> None:
+        loss, recon = self._evaluate_batch(batch)
+        if loss is not None:
+            self.log("val/loss", loss, batch_size=batch.padding.count(False), sync_dist=True)
+        if batch_idx in self._log_batches and not batch.padding[0]:
+            self._image_rows.append(
+                ImageRow(batch.fname[0], batch.slice_num[0], batch.acceleration[0], batch.target[0],
+                         batch.zero_filled[0], recon[0].detach(), batch.max_value[0])
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            # The sanity check sees a few slices of one volume: no volume metric to report.
+            self._reset_metrics()
+            return
+        per_volume = self._gathered_metrics()
+        for name, prefix in ((MODEL_KEY, "val"), (ZERO_FILLED_KEY, "val_zero_filled")):
+            volumes = per_volume[name]
+            if not volumes:
+                continue
+            for metric in ("ssim", "psnr", "nmse"):
+                values = [v[metric] for v in volumes.values()]
+                self.log(f"{prefix}/{metric}", sum(values) / len(values), prog_bar=(name == MODEL_KEY and metric == "ssim"))
+                for acc in sorted({a for _, a in volumes}):
+                    sel = [v[metric] for (f, a), v in volumes.items() if a == acc]
+                    self.log(f"{prefix}/{metric}_{acc:g}x", sum(sel) / len(sel))
+        if self._image_rows and self.trainer.is_global_zero:
+            # The step Lightning gives the epoch's val/* scalars (it counts optimiser steps
+            # before incrementing), so images and curves line up in TensorBoard.
+            step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+            log_validation_images(self.logger, self._image_rows, self.method_name, step)
+        self._image_rows = []
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_metrics()
+
+    def test_step(self, batch: KSpaceBatch, batch_idx: int) -> dict[str, Any]:
+        if not all(batch.has_target):
+            fname = next(f for f, t in zip(batch.fname, batch.has_target) if not t)
+            raise UserError(f"{fname}: no target to score against; reconstruct such files with `mrirecon predict`")
+        _, recon = self._evaluate_batch(batch)
+        return self._outputs(batch, recon)
+
+    def on_test_epoch_end(self) -> None:
+        per_volume = self._gathered_metrics()
+        per_volume = {self.method_name: per_volume[MODEL_KEY], ZERO_FILLED_KEY: per_volume[ZERO_FILLED_KEY]}
+        if not per_volume[self.method_name] or not self.trainer.is_global_zero:
+            return
+        out_dir = Path(self.output_dir or self.trainer.log_dir or ".")
+        meta = {"split": getattr(self.trainer.datamodule, "test_split", None),
+                "checkpoint": self.trainer.ckpt_path, **self.run_metadata}
+        summary = write_results(per_volume, out_dir, meta)
+        print("\n" + format_table(summary["methods"]))
+        print(f"\nper-volume metrics: {out_dir / 'metrics.csv'}\nsummary: {out_dir / 'summary.json'}")
+
+    def predict_step(self, batch: KSpaceBatch, batch_idx: int) -> dict[str, Any]:
+        return self._outputs(batch, self(batch))
+
+    @staticmethod
+    def _outputs(batch: KSpaceBatch, recon: torch.Tensor) -> dict[str, Any]:
+        """What a ReconstructionWriter needs of a batch."""
+        return {"reconstruction": recon, "fname": batch.fname, "slice_num": batch.slice_num,
+                "acceleration": batch.acceleration, "padding": batch.padding}
+
+    # --- optimisation ---------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The lr this step uses. Not in on_train_batch_end: Lightning steps epoch-interval
+        # schedulers before that hook on an epoch's last batch, so it would show the next epoch's.
+        if self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+

@@ -1,0 +1,22 @@
+"""Reconstruction methods: each maps a k-space batch to images (see :mod:`mrirecon.methods.base`).
+
+``CONFIG_SECTIONS`` lists the config sections that methods declare for their settings; the
+command-line parser adds them to the one config schema (training ignores them).
+"""
+
+from mrirecon.methods.base import ImageNetworkMethod, KSpaceNetworkMethod, ReconMethod, as_method
+from mrirecon.methods.cs_tv import CSTV, CSTVSettings
+from mrirecon.methods.zero_filled import ZeroFilled
+
+CONFIG_SECTIONS = {"cs_tv": CSTVSettings}
+
+__all__ = [
+    "CONFIG_SECTIONS",
+    "CSTV",
+    "CSTVSettings",
+    "ImageNetworkMethod",
+    "KSpaceNetworkMethod",
+    "ReconMethod",
+    "ZeroFilled",
+    "as_method",
+]

@@ -1,0 +1,45 @@
+import csv
+import json
+
+import pytest
+import yaml
+
+from mrirecon.commands.baseline import run_baseline
+from mrirecon.commands.main import main
+
+
+def test_report_scores_methods_like_the_evaluator_and_draws_the_figure(tiny_singlecoil, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"data_path": str(tiny_singlecoil), "center_fractions": [0.08, 0.04], "accelerations": [4, 8],
+                 "num_workers": 0},
+        "cs_tv": {"iterations": 40},
+    }))
+    sums = {m: json.loads((run_baseline(m, config, tmp_path / m, progress=False) / "summary.json").read_text())["methods"][m]
+            for m in ("zero-filled", "cs-tv")}
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as done:
+        main(["report", "--config", str(config), "--method", f"zero-filled={tmp_path / 'zero-filled'}",
+              "--method", f"cs-tv={tmp_path / 'cs-tv' / 'reconstructions'}", "--out", str(out), "--no-progress"])
+    assert done.value.code == 0
+    rows = list(csv.DictReader(open(out / "report.csv")))
+    assert {(r["method"], r["acceleration"]) for r in rows} == {(m, a) for m in sums for a in ("4x", "8x")}
+    for r in rows:
+        ref = sums[r["method"]][r["acceleration"]]
+        assert float(r["ssim_mean"]) == pytest.approx(ref["ssim"]["mean"], abs=1e-5)
+        assert float(r["psnr_mean"]) == pytest.approx(ref["psnr"]["mean"], abs=1e-3)
+        assert float(r["nmse_mean"]) == pytest.approx(ref["nmse"]["mean"], abs=1e-5)
+    assert "| 4x | cs-tv |" in (out / "report.md").read_text()
+    assert (out / "comparison.png").stat().st_size > 10_000
+    assert json.loads((out / "summary.json").read_text())["split"] == "test"
+
+
+def test_report_rejects_bad_method_arguments(tiny_singlecoil, tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_path": str(tiny_singlecoil)}}))
+    for method, message in [("nonsense", "expected NAME=PATH"), (f"x={tmp_path / 'none.ckpt'}", "no such checkpoint file"),
+                            (f"x={tmp_path}", "no reconstructions")]:
+        with pytest.raises(SystemExit) as err:
+            main(["report", "--config", str(config), "--method", method, "--out", str(tmp_path / "r")])
+        assert err.value.code == 2
+        assert message in capsys.readouterr().err
