@@ -107,14 +107,16 @@ class SliceBatchSampler(Sampler[list[SliceRequest]]):
         self.epoch = epoch
 
     def resume(self, epoch: int, batches_done: int) -> None:
-        """Continue ``epoch`` after this process's first ``batches_done`` batches.
+        """Continue after this process's first ``batches_done`` batches of ``epoch``.
 
-        Sets the epoch too: Lightning creates the first iterator of a resumed fit before it
-        announces the epoch (a checkpoint at an epoch's end then yields nothing more for that
-        epoch, and Lightning moves on to the next).
+        Lightning creates the first iterator of a resumed fit before it announces the epoch, and
+        DataLoader workers start drawing from it at once, so the epoch is set here: ``epoch`` for
+        a checkpoint from its middle, the next one for a checkpoint from its end.
         """
-        self.epoch = epoch
-        self._resume = (epoch, batches_done)
+        if batches_done >= len(self._my_batches(epoch)):
+            self.epoch, self._resume = epoch + 1, None
+        else:
+            self.epoch, self._resume = epoch, (epoch, batches_done)
 
     def _grouped(self, order: Sequence[int]) -> dict[Hashable, list[int]]:
         by_group: dict[Hashable, list[int]] = {}
@@ -159,17 +161,18 @@ class SliceBatchSampler(Sampler[list[SliceRequest]]):
             per_rank.append(batches)
         return per_rank
 
-    def _my_batches(self) -> list[list[SliceRequest]]:
+    def _my_batches(self, epoch: int) -> list[list[SliceRequest]]:
         if self.shuffle:
-            return self.training_batches(self.epoch)[self.rank :: self.num_replicas]
+            return self.training_batches(epoch)[self.rank :: self.num_replicas]
         return self.evaluation_batches()[self.rank]
 
     def __iter__(self) -> Iterator[list[SliceRequest]]:
-        batches = self._my_batches()
+        # A generator: the epoch is read when the first batch is drawn, after set_epoch.
+        batches = self._my_batches(self.epoch)
         if self._resume is not None and self._resume[0] == self.epoch:
             batches = batches[self._resume[1]:]
-            self._resume = None
-        return iter(batches)
+        self._resume = None
+        yield from batches
 
     def __len__(self) -> int:
-        return len(self._my_batches())
+        return len(self._my_batches(self.epoch))

@@ -96,9 +96,11 @@ def check_finite(per_volume: PerVolume) -> None:
 
 
 def _json_safe(value: Any) -> Any:
-    """JSON has no infinity: a perfect reconstruction's PSNR is stored as the string "inf"."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
+    """JSON has no infinity nor NaN: a perfect reconstruction's PSNR is stored as the string
+    "inf" (and the spread of PSNRs that include one as "nan"): valid JSON that no reader takes
+    for a finite number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -11,7 +11,9 @@
   file run code), a file that is not a Lightning checkpoint, and non-finite weights.
 * :class:`LastCheckpoint` writes ``last.ckpt`` at the end of every validation and epoch, every
   ``every_n_train_steps`` steps if asked, after the step at which ``max_steps`` or ``max_time``
-  stops training (at the end of that step, where Lightning can resume mid-epoch) and on Ctrl-C. Lightning's ``ModelCheckpoint(save_last=True)`` with a monitored metric rewrites
+  stops training, and on Ctrl-C: the first Ctrl-C lets the running step finish, saves and stops
+  (a second one stops at once). Mid-epoch saves happen at the end of a step, the one point from
+  which Lightning resumes exactly. Lightning's ``ModelCheckpoint(save_last=True)`` with a monitored metric rewrites
   it only when a best checkpoint is saved, so a fit could end with ``last.ckpt`` epochs behind.
 * :func:`resolve_checkpoint` turns ``--ckpt_path last`` / ``best`` into the newest run's file
   and :func:`run_folder_of` finds the run a checkpoint belongs to, so that a resumed fit
@@ -20,9 +22,12 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
+import signal
 import sys
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -91,8 +96,11 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """Atomic saves, verified loads (see the module docstring)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
-        with atomic.atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        # Serialised in memory first (as Lightning does), so that a failing write (disk full) is
+        # our OSError, not an error from inside torch's zip writer.
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic.write_bytes(path, buffer.getbuffer())
 
     def load_checkpoint(self, path: Any, map_location: Optional[Callable] = None, weights_only: Optional[bool] = None) -> dict[str, Any]:
         # weights_only is always True: see read_checkpoint. The CLI refuses --weights_only false.
@@ -164,6 +172,8 @@ class LastCheckpoint(Checkpoint):
         self.every_n_train_steps = every_n_train_steps
         self.dirpath: Optional[Path] = None
         self._saved_step = -1
+        self._interrupted = False
+        self._previous_handler: Any = None
 
     @property
     def path(self) -> Optional[Path]:
@@ -184,13 +194,46 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.dirpath / LAST)
         self._saved_step = trainer.global_step
 
+    # Ctrl-C: finish the step, save, stop. -------------------------------------------------------
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._interrupted:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop at once
+        self._interrupted = True
+        print("\ninterrupt: finishing this step, then saving last.ckpt (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._interrupted = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handler()
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         # Lightning resumes mid-epoch only from a checkpoint written at the end of a step, so a
         # stop by max_steps or max_time (the Timer runs before checkpoint callbacks) saves here.
         periodic = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
         last_step = 0 < trainer.max_steps <= trainer.global_step
-        if periodic or last_step or trainer.should_stop:
+        interrupted = self._interrupted
+        if trainer.world_size > 1:  # every process stops at the same step (the save is collective)
+            interrupted = trainer.strategy.reduce_boolean_decision(interrupted, all=False)
+        if periodic or last_step or trainer.should_stop or interrupted:
             self.save(trainer)
+        if interrupted and not trainer.should_stop:
+            # Stop the way max_steps does, after this step's metrics are logged.
+            trainer.should_stop = True
+            if trainer.is_global_zero and self.path is not None:
+                print(f"interrupted after step {trainer.global_step}: resume with --ckpt_path {self.path}", file=sys.stderr)
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a Ctrl-C stopped training (the CLI then exits as interrupted)."""
+        return self._interrupted
 
     @staticmethod
     def _validation_ends_epochs(trainer: pl.Trainer) -> bool:
@@ -209,10 +252,9 @@ class LastCheckpoint(Checkpoint):
         self.save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit" and trainer.global_step > 0:
-            self.save(trainer)
-            if trainer.is_global_zero and self.path is not None:
-                print(f"\ninterrupted at step {trainer.global_step}: resume with --ckpt_path {self.path}", file=sys.stderr)
+        # A stop in the middle of a step (a second Ctrl-C, an error) saves nothing: the state is
+        # between two steps' bookkeeping, and last.ckpt keeps the previous good one.
+        self._restore_handler()
 
     def state_dict(self) -> dict[str, Any]:
         state = {"rng_cpu": torch.get_rng_state()}

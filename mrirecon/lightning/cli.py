@@ -21,6 +21,7 @@ What it adds to LightningCLI, so that runs can be trusted:
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import shutil
@@ -169,12 +170,25 @@ class MriReconCLI(LightningCLI):
         # TensorBoard discards events logged after the checkpoint by the interrupted run.
         init["purge_step"] = step
 
+    def _check_optimizer(self) -> None:
+        """Builds the configured optimiser and scheduler on a dummy parameter, so a bad value
+        (``--optimizer.lr -1``) is one line naming the section before anything else is built."""
+        section = self._section()
+        try:
+            optimizer = _build(section.get("optimizer"), [torch.nn.Parameter(torch.zeros(1))])
+            if optimizer is not None and section.get("lr_scheduler"):
+                _build(section["lr_scheduler"], optimizer)
+        except (ValueError, TypeError) as err:
+            key = "lr_scheduler" if "optimizer" in locals() and optimizer is not None else "optimizer"
+            raise UserError(f"{key}: {_one_line(err)}") from None
+
     def instantiate_classes(self) -> None:
+        self._check_optimizer()
         try:
             super().instantiate_classes()
         except ValueError as err:
             # Network constructors name the argument ("chans: must be a positive integer").
-            raise UserError(f"model.net.init_args.{err}") from None
+            raise UserError(f"model.net.init_args.{_one_line(err)}") from None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
@@ -207,14 +221,7 @@ class MriReconCLI(LightningCLI):
         return [best, LastCheckpoint(settings.every_n_train_steps)]
 
     # --- per command ---------------------------------------------------------------------------
-    def _check_optimizer(self) -> None:
-        try:
-            self.model.configure_optimizers()
-        except (ValueError, TypeError) as err:
-            raise UserError(f"optimizer: {_one_line(err)}") from None
-
     def before_fit(self) -> None:
-        self._check_optimizer()
         log_dir = self.trainer.log_dir
         self._new_run: Optional[Path] = None
         if log_dir is not None and self.trainer.logger and not Path(log_dir).exists():
@@ -223,6 +230,10 @@ class MriReconCLI(LightningCLI):
             while not created.parent.exists():
                 created = created.parent
             self._new_run = created
+
+    def after_fit(self) -> None:
+        if any(getattr(c, "interrupted", False) for c in self.trainer.callbacks):
+            raise KeyboardInterrupt
 
     def _evaluation_output(self, kind: str) -> Path:
         """``--output_dir``, or ``<run>/<kind>/<checkpoint>_<split>`` beside the checkpoint."""
@@ -263,6 +274,15 @@ class MriReconCLI(LightningCLI):
             if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
                 shutil.rmtree(new_run, ignore_errors=True)
             raise
+
+
+def _build(spec: Any, first_argument: Any) -> Any:
+    """An optimiser or scheduler from its ``class_path``/``init_args`` config entry (None if unset)."""
+    if not spec:
+        return None
+    module, name = str(spec["class_path"]).rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    return cls(first_argument, **dict(spec.get("init_args") or {}))
 
 
 def _as_list(value: Any) -> list:

@@ -8,16 +8,9 @@ imports); one runs ``python -m mrirecon`` to cover the real entry point.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import h5py
 import numpy as np
@@ -25,113 +18,24 @@ import pytest
 import torch
 import yaml
 from fastmri.evaluate import nmse, psnr, ssim
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mrirecon.commands.main import main
+from cli_helpers import (
+    assert_ok,
+    assert_user_error,
+    checkpoint_state,
+    events,
+    load_ckpt,
+    run_cli,
+    run_subprocess,
+    scalar_steps,
+    write_config,
+)
 from mrirecon.lightning.module import ReconModule, describe_network
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 ACCELERATIONS = ("4x", "8x")
 TRAIN_STEPS_PER_EPOCH = 3  # 3 training volumes x 4 slices, batch size 4
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(*args) -> Result:
-    """``mrirecon <args>`` in this process; only SystemExit is caught, so a traceback fails the test."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    # main() and Lightning set environment variables (seed, warning switches): keep them local.
-    with mock.patch.dict(os.environ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-def run_subprocess(*args, cwd: Path) -> Result:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mrirecon", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-def assert_ok(result: Result) -> None:
-    assert result.code == 0, f"exit {result.code}\n{result.err[-3000:]}"
-
-
-def assert_user_error(result: Result, *fragments: str) -> str:
-    """Exit 2 with exactly one ``mrirecon: error:`` line holding every fragment, no traceback."""
-    assert result.code == 2, f"exit {result.code}\n{result.err[-3000:]}"
-    assert "Traceback" not in result.err, result.err
-    lines = [line for line in result.err.splitlines() if line.startswith("mrirecon: error: ")]
-    assert len(lines) == 1, result.err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-def write_config(path: Path, data: Path, save_dir: Path, **extra_model) -> Path:
-    config = {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "devices": 1,
-            "max_epochs": 1,
-            "log_every_n_steps": 1,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "logger": {
-                "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": str(save_dir), "name": "tiny", "default_hp_metric": False},
-            },
-        },
-        "model": {
-            "net": {"class_path": "mrirecon.models.Unet", "init_args": {"chans": 4, "num_pool_layers": 2}},
-            "num_log_images": 2,
-            **extra_model,
-        },
-        "data": {
-            "data_path": str(data),
-            "challenge": "singlecoil",
-            "accelerations": [4, 8],
-            "center_fractions": [0.08, 0.04],
-            "batch_size": 4,
-            "num_workers": 0,
-        },
-    }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def events(log_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return acc
-
-
-def scalar_steps(acc: EventAccumulator, tag: str) -> list[tuple[int, float]]:
-    return [(e.step, e.value) for e in acc.Scalars(tag)]
-
-
-def load_ckpt(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def checkpoint_state(ckpt: dict) -> dict:
-    """The ModelCheckpoint state; its key spells out monitor and mode."""
-    ((key, state),) = [(k, v) for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")]
-    assert "'monitor': 'val/ssim', 'mode': 'max'" in key, key
-    return state
 
 
 # --- shared runs -------------------------------------------------------------------------------
