@@ -11,8 +11,7 @@ fi
 mrirecon data check data/demo
 
 mrirecon fit --config configs/demo.yaml
-ckpt=$(ls -t runs/demo/version_*/checkpoints/last.ckpt | head -n 1)
-mrirecon test --config configs/demo.yaml --ckpt_path "$ckpt" --output_dir "$(dirname "$(dirname "$ckpt")")/test"
+mrirecon test --config configs/demo.yaml --ckpt_path last
 
 echo
 echo "Curves and validation images:  .venv/bin/tensorboard --logdir runs"

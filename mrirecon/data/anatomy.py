@@ -21,7 +21,7 @@ from scipy import ndimage
 from mrirecon.errors import UserError
 
 _MNI_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-_COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")
+COLIN27_PATH = Path("/usr/share/mricron/templates/ch2.nii.gz")
 
 
 def mni152_path() -> Path:
@@ -36,7 +36,7 @@ def mni152_path() -> Path:
 
 NAMED_SOURCES = {
     "mni152": "the MNI152 2009a template (nilearn; the default)",
-    "colin27": f"the Colin27 head ({_COLIN27}, Debian package mricron-data)",
+    "colin27": f"the Colin27 head ({COLIN27_PATH}, Debian package mricron-data)",
 }
 
 
@@ -55,9 +55,9 @@ def resolve_source(source: str | Path) -> Path:
     if name == "mni152":
         return mni152_path()
     if name == "colin27":
-        if not _COLIN27.is_file():
-            raise UserError(f"--source colin27: {_COLIN27} is missing; install Debian's mricron-data (scripts/setup.sh does)")
-        return _COLIN27
+        if not COLIN27_PATH.is_file():
+            raise UserError(f"--source colin27: {COLIN27_PATH} is missing; install Debian's mricron-data (scripts/setup.sh does)")
+        return COLIN27_PATH
     return Path(source)
 
 

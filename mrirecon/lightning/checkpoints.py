@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
 from mrirecon.core import atomic
 from mrirecon.errors import UserError
@@ -153,6 +153,26 @@ def resolve_checkpoint(ckpt_path: str, runs_root: Path) -> Path:
     if best:
         return best[-1]
     raise UserError(f"--ckpt_path best: {run} has no best checkpoint yet (no validation has finished)")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's top-k checkpoints by a validation metric, quiet when there is none to rank.
+
+    A fit stopped in the middle of an epoch (``max_steps``, ``max_time``, Ctrl-C) still runs
+    Lightning's epoch-end hooks without a new validation; ModelCheckpoint then warns that the
+    metric is missing. ``last.ckpt`` holds that state; there is nothing to rank.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key, so that checkpoints of 0.1 (written by ModelCheckpoint)
+        # restore the best-checkpoint state too.
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        if self.monitor is not None and self.monitor not in monitor_candidates:
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 
 class LastCheckpoint(Checkpoint):

@@ -32,7 +32,6 @@ from typing import Any, Optional
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
@@ -40,6 +39,7 @@ from mrirecon.core import atomic
 from mrirecon.errors import UserError
 from mrirecon.lightning.callbacks import ReconstructionWriter
 from mrirecon.lightning.checkpoints import (
+    BestCheckpoint,
     LastCheckpoint,
     SafeCheckpointIO,
     peek_checkpoint,
@@ -210,7 +210,7 @@ class MriReconCLI(LightningCLI):
         if settings.save_top_k < 0:
             raise UserError(f"checkpoint.save_top_k: must be 0 or more, got {settings.save_top_k}")
         # Best first, then last: last.ckpt then records the updated best-checkpoint state.
-        best = ModelCheckpoint(
+        best = BestCheckpoint(
             monitor=settings.monitor,
             mode=settings.mode,
             save_top_k=settings.save_top_k,

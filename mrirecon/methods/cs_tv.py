@@ -128,6 +128,7 @@ from torch import nn
 from mrirecon.core.masks import centre_band_width
 from mrirecon.core.transforms import crop_target
 from mrirecon.data.batch import KSpaceBatch
+from mrirecon.errors import UserError
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -490,12 +491,13 @@ class CSTVSettings:
     def __post_init__(self) -> None:
         # YAML written by --print_config quotes the keys ('4'); accept both spellings.
         self.lam = {int(float(k)): float(v) for k, v in self.lam.items()}
+        # Settings come from the config's cs_tv: section: a bad one is the user's mistake.
         if self.iterations < 1:
-            raise ValueError(f"iterations: must be at least 1, got {self.iterations}")
+            raise UserError(f"cs_tv.iterations: must be at least 1, got {self.iterations}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size: must be at least 1, got {self.batch_size}")
+            raise UserError(f"cs_tv.batch_size: must be at least 1, got {self.batch_size}")
         if self.lam_default < 0 or any(v < 0 for v in self.lam.values()):
-            raise ValueError(f"lam: relative weights must not be negative, got {self.lam} / {self.lam_default}")
+            raise UserError(f"cs_tv.lam: relative weights must not be negative, got {self.lam} / {self.lam_default}")
 
     def lam_for(self, acceleration: float) -> float:
         return float(self.lam.get(int(round(acceleration)), self.lam_default))

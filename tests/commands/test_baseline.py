@@ -68,7 +68,7 @@ def test_bad_baseline_inputs_are_one_line_errors(tiny_singlecoil, tmp_path):
     bad = _config(tmp_path, tiny_singlecoil, cs_tv={"iterationz": 3})
     with pytest.raises(UserError, match="iterationz"):
         run_baseline("cs-tv", bad, tmp_path / "o")
-    with pytest.raises(UserError, match="cs_tv.iterations|iterations: must be at least 1"):
+    with pytest.raises(UserError, match="cs_tv.iterations: must be at least 1"):
         run_baseline("cs-tv", _config(tmp_path, tiny_singlecoil), tmp_path / "o", ["--cs_tv.iterations", "0"])
     result = subprocess.run(
         [sys.executable, "-m", "mrirecon", "baseline", "--method", "cs-tv", "--config", str(tmp_path / "nope.yaml")],

@@ -1,5 +1,8 @@
 """Tests of the simulated fastMRI-format datasets, read back with fastMRI's own code."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import fastmri
@@ -12,7 +15,8 @@ from fastmri.data import SliceDataset
 from fastmri.data.transforms import complex_center_crop, to_tensor
 
 from mrirecon.data import simulate as simulate_module
-from mrirecon.data.anatomy import default_sources, load_anatomy
+from mrirecon.data.anatomy import COLIN27_PATH as COLIN27
+from mrirecon.data.anatomy import default_sources, load_anatomy, resolve_source, source_digest
 from mrirecon.data.simulate import SPLITS, Preset, simulate_dataset
 from mrirecon.errors import UserError
 
@@ -201,7 +205,39 @@ def test_load_anatomy_is_canonical_unit_range_and_isotropic(tmp_path):
         load_anatomy(flat)
 
 
-def test_default_sources_include_the_bundled_mni_template():
-    sources = default_sources()
-    assert sources[0].name == "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-    assert all(path.is_file() for path in sources)
+def test_the_default_source_is_the_bundled_mni_template_alone():
+    # Whatever else is installed (Debian's Colin27), the default dataset is the same everywhere.
+    (source,) = default_sources()
+    assert source.name == "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz" and source.is_file()
+
+
+def test_sources_are_recorded_in_every_file_and_the_manifest(datasets):
+    root = datasets["singlecoil"]
+    manifest = json.loads((root / "simulation.json").read_text())
+    (source,) = manifest["sources"]
+    assert source["name"] == default_sources()[0].name and source["sha256"] == source_digest(default_sources()[0])
+    for split in SPLITS:
+        files = manifest["splits"][split]["files"]
+        assert sorted(files) == sorted(p.name for p in (root / f"singlecoil_{split}").glob("*.h5"))
+        for name, head in files.items():
+            with h5py.File(root / f"singlecoil_{split}" / name) as hf:
+                assert hf.attrs["source"] == head == source["name"]
+                assert hf.attrs["source_sha256"] == source["sha256"]
+
+
+def test_named_and_unknown_sources(tmp_path):
+    assert resolve_source("mni152") == default_sources()[0]
+    if COLIN27.is_file():
+        assert resolve_source("colin27") == COLIN27
+    else:
+        with pytest.raises(UserError, match="mricron-data"):
+            resolve_source("colin27")
+    with pytest.raises(UserError, match="nowhere.nii"):
+        simulate_dataset(tmp_path / "d", preset=TINY, sources=["nowhere.nii"], progress=False)
+
+
+def test_simulate_command_prints_its_sources(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mrirecon", "data", "simulate", "--out", str(tmp_path / "d"),
+                             "--preset", "demo", "--recon_size", "16", "--no_progress"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "sources: mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz (sha256 " in result.stdout
