@@ -55,11 +55,10 @@ def run_baseline(method: str, config: Path, output_dir: Path | None = None, over
     dm = cli.datamodule
     if method == "cs-tv":
         dm.batch_size = settings.batch_size  # CS-TV solves this many slices together
-    dm.setup("test")
-    volumes = dm.evaluation_volumes()
-    num_slices = {v.path.name: v.num_slices for v in volumes}
-    cli.trainer.callbacks.append(ReconstructionWriter(out / "reconstructions", not dm.writes_flat_folders(), num_slices))
-    if all(v.target_key is not None for v in volumes):
+    cli.trainer.callbacks.append(ReconstructionWriter(out / "reconstructions"))
+    # The split's files are scanned here too (not only in the Trainer's setup) to choose
+    # between scoring and reconstructing only; the scan is cached.
+    if all(v.target_key is not None for v in dm.evaluation_volumes()):
         cli.trainer.test(module, datamodule=dm, verbose=False)
     else:  # test/challenge files without targets: reconstructions only
         cli.trainer.predict(module, datamodule=dm, return_predictions=False)

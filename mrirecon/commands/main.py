@@ -15,9 +15,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from typing import Optional
 
 from mrirecon import __version__
+from mrirecon.core.atomic import DISK_FULL, describe_os_error
 from mrirecon.errors import UserError
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -46,8 +48,22 @@ def _lightning_main(argv: list[str]) -> None:
     run_lightning_cli(argv)
 
 
+def _quiet_disk_full_in_threads() -> None:
+    """A full disk in a background writer (TensorBoard's) is reported once, by the main thread,
+    which gets the same error at its next write, instead of as a thread's traceback."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FULL:
+            return
+        previous(args)
+
+    threading.excepthook = hook
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_disk_full_in_threads()
     try:
         if argv and argv[0] in ("--version", "-V", "version"):
             print(f"mrirecon {__version__}")
@@ -65,9 +81,31 @@ def main(argv: Optional[list[str]] = None) -> None:
     except UserError as err:
         print(f"mrirecon: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        # A full disk under a writer that is not ours (TensorBoard's event files).
+        print(f"mrirecon: error: {err.filename or 'output'}: cannot write ({describe_os_error(err)})", file=sys.stderr)
+        sys.exit(2)
+    except RuntimeError as err:
+        if not _peer_failed(err):
+            raise
+        # Another process of a distributed run stopped (its own error line says why).
+        print(f"mrirecon: error: process {os.environ.get('LOCAL_RANK', '?')} stopped: another process of the run failed",
+              file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("mrirecon: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _peer_failed(err: RuntimeError) -> bool:
+    """Whether a distributed collective failed because a peer process died."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return False
+    markers = ("Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted")
+    return any(marker in str(err) for marker in markers)
 
 
 if __name__ == "__main__":

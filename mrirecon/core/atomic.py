@@ -18,11 +18,13 @@ from typing import Iterator
 from mrirecon.errors import UserError
 
 TEMP_SUFFIX = ".partial"
+# Out of space, out of quota, or past the file size limit.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def describe_os_error(err: OSError) -> str:
     """A short reason for a failed write: 'no space left on device', 'permission denied', ..."""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if err.errno in DISK_FULL:
         return f"disk full: {os.strerror(err.errno).lower()}"
     if err.errno is not None:
         return os.strerror(err.errno).lower()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 
@@ -14,20 +14,22 @@ class ReconstructionWriter(pl.Callback):
     """Writes the reconstructions of ``predict`` (or of ``test``) in the submission format.
 
     Every process writes the volumes it reconstructed (the batch sampler keeps a volume on one
-    process), each volume once and completely, atomically.
+    process), each volume once and completely, atomically. The volumes' slice counts and the
+    folder layout (one sub-folder per acceleration, or flat for files with their own masks;
+    see :mod:`mrirecon.evaluation.submission`) come from the DataModule once it is set up.
 
     Args:
         output_dir: the folder to write into.
-        per_acceleration: one sub-folder per acceleration (see :mod:`mrirecon.evaluation.submission`).
-        num_slices: slices per file name.
     """
 
-    def __init__(self, output_dir: str | Path, per_acceleration: bool, num_slices: Mapping[str, int]) -> None:
-        self.assembler = VolumeAssembler(output_dir, per_acceleration, num_slices)
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+        self.assembler: VolumeAssembler | None = None
 
-    @property
-    def output_dir(self) -> Path:
-        return self.assembler.output_dir
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        num_slices = {v.path.name: v.num_slices for v in dm.evaluation_volumes()}
+        self.assembler = VolumeAssembler(self.output_dir, not dm.writes_flat_folders(), num_slices)
 
     def _add(self, outputs: Any) -> None:
         if outputs is not None:

@@ -90,10 +90,11 @@ class FitConfigSaver(SaveConfigCallback):
     """
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
-        if stage != "fit" or self.already_saved or not trainer.is_global_zero or trainer.log_dir is None:
+        if stage != "fit" or self.already_saved:
             return
-        text = self.parser.dump(self.config, skip_none=False)
-        atomic.write_text(Path(trainer.log_dir) / self.config_filename, text)
+        log_dir = trainer.log_dir  # on every process: Lightning broadcasts it
+        if trainer.is_global_zero and log_dir is not None:
+            atomic.write_text(Path(log_dir) / self.config_filename, self.parser.dump(self.config, skip_none=False))
         self.already_saved = True
 
 
@@ -259,10 +260,9 @@ class MriReconCLI(LightningCLI):
     def before_predict(self) -> None:
         self._require_checkpoint()
         out = atomic.check_writable_folder(self._evaluation_output("reconstructions"))
-        dm = self.datamodule
-        dm.setup("predict")
-        num_slices = {v.path.name: v.num_slices for v in dm.evaluation_volumes()}
-        self.trainer.callbacks.append(ReconstructionWriter(out, per_acceleration=not dm.writes_flat_folders(), num_slices=num_slices))
+        self.trainer.callbacks.append(ReconstructionWriter(out))
+        # The writer has them; keeping every prediction in memory too would not fit a large split.
+        self.config_init["predict"]["return_predictions"] = False
         if self.trainer.is_global_zero:
             print(f"writing reconstructions to {out}")
 

@@ -151,17 +151,41 @@ class ReconDataModule(pl.LightningDataModule):
         """Reconstructions go into one flat folder when every test volume has its own mask."""
         return all(info.fixed_mask is not None for info in self.evaluation_volumes())
 
+    def _scan(self, stage: Optional[str]) -> None:
+        if stage in ("test", "predict"):
+            self.evaluation_volumes()
+            return
+        for split in {"fit": ["train", "val"], "validate": ["val"]}.get(stage or "fit", ["train", "val"]):
+            self.volumes(split)
+
     def setup(self, stage: Optional[str] = None) -> None:
         # Validate every file of the splits this stage uses before the first step.
         if self.seed is None:
             self.seed = int(torch.initial_seed()) % 2**62
         module = self.trainer.lightning_module if self.trainer is not None else None
         self.keep_kspace = bool(getattr(module, "needs_kspace", True))
-        if stage in ("test", "predict"):
-            self.evaluation_volumes()
+        replicas, rank = self._distributed()
+        if replicas > 1:
+            # One process reads every file (the NaN/Inf scan of a large download takes long)
+            # and fills the metadata cache; a bad file stops every process with its line.
+            error = None
+            if rank == 0:
+                try:
+                    self._scan(stage)
+                except UserError as err:
+                    error = str(err)
+            error = self.trainer.strategy.broadcast(error, src=0)
+            if error is not None:
+                raise UserError(error)
+            if rank != 0:
+                # Checked by process 0 already: read the rest from the cache, or the metadata only.
+                check_finite, self.check_finite = self.check_finite, False
+                try:
+                    self._scan(stage)
+                finally:
+                    self.check_finite = check_finite
             return
-        for split in {"fit": ["train", "val"], "validate": ["val"]}.get(stage or "fit", ["train", "val"]):
-            self.volumes(split)
+        self._scan(stage)
 
     # --- loaders -----------------------------------------------------------------------------
     def dataset(self, split: str, train: bool = False) -> SliceDataset:

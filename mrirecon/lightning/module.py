@@ -85,6 +85,7 @@ class ReconModule(pl.LightningModule):
         # The first optimiser step whose loss was not finite, kept on the device (-1: none):
         # checked when it costs no extra synchronisation (logging, checkpoints, epoch ends).
         self.register_buffer("_first_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
+        self._reset_metrics()
 
     @property
     def needs_kspace(self) -> bool:
@@ -144,6 +145,9 @@ class ReconModule(pl.LightningModule):
     def _reset_metrics(self) -> None:
         for acc in self._metrics.values():
             acc.reset()
+        # Sum and count of the evaluation loss over slices, on the device until the epoch ends.
+        self._loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._loss_slices = 0
 
     def _evaluate_batch(self, batch: KSpaceBatch) -> tuple[Optional[torch.Tensor], torch.Tensor]:
         recon = self(batch)
@@ -153,20 +157,29 @@ class ReconModule(pl.LightningModule):
         scored = batch.select(keep)
         recon_scored = recon if all(keep) else recon[torch.tensor(keep, device=recon.device)]
         loss = self._loss(recon_scored, scored)
+        self._loss_total = self._loss_total + loss.detach().double() * scored.size
+        self._loss_slices += scored.size
         keys = list(zip(scored.fname, scored.acceleration))
         for name, image in ((MODEL_KEY, recon_scored), (ZERO_FILLED_KEY, scored.zero_filled)):
             self._metrics[name].update(scored.target, image, scored.max_value, keys, scored.slice_num)
         return loss, recon
 
-    def _gathered_metrics(self) -> dict[str, dict]:
-        """Per-volume metrics of both methods over every process's slices."""
+    def _gathered_metrics(self) -> tuple[dict[str, dict], float]:
+        """Per-volume metrics of both methods over every process's slices, and the mean loss.
+
+        One exchange per epoch: every process gets every slice's numbers and computes the same
+        per-volume metrics a single process would (a slice repeated to pad a shard counts once).
+        """
+        local = ({name: acc.records() for name, acc in self._metrics.items()},
+                 float(self._loss_total), self._loss_slices)
+        parts = gather_objects(local)
         out = {}
-        for name, acc in self._metrics.items():
-            records = [r for part in gather_objects(acc.records()) for r in part]
+        for name in self._metrics:
             merged = VolumeMetricAccumulator(crop_to_square=True)
-            merged.merge(records)
+            merged.merge([record for records, _, _ in parts for record in records[name]])
             out[name] = merged.compute()
-        return out
+        slices = sum(n for _, _, n in parts)
+        return out, (sum(total for _, total, _ in parts) / slices if slices else float("nan"))
 
     def on_validation_epoch_start(self) -> None:
         self._reset_metrics()
@@ -177,9 +190,7 @@ class ReconModule(pl.LightningModule):
         self._image_rows = []
 
     def validation_step(self, batch: KSpaceBatch, batch_idx: int) -> None:
-        loss, recon = self._evaluate_batch(batch)
-        if loss is not None:
-            self.log("val/loss", loss, batch_size=batch.padding.count(False), sync_dist=True)
+        _, recon = self._evaluate_batch(batch)
         if batch_idx in self._log_batches and not batch.padding[0]:
             self._image_rows.append(
                 ImageRow(batch.fname[0], batch.slice_num[0], batch.acceleration[0], batch.target[0],
@@ -191,17 +202,21 @@ class ReconModule(pl.LightningModule):
             # The sanity check sees a few slices of one volume: no volume metric to report.
             self._reset_metrics()
             return
-        per_volume = self._gathered_metrics()
+        per_volume, loss = self._gathered_metrics()
+        # Every process holds the same numbers now; sync_dist (a mean of equal values) only
+        # keeps Lightning's bookkeeping of epoch-level metrics in a distributed run consistent.
+        self.log("val/loss", loss, sync_dist=True)
         for name, prefix in ((MODEL_KEY, "val"), (ZERO_FILLED_KEY, "val_zero_filled")):
             volumes = per_volume[name]
             if not volumes:
                 continue
             for metric in ("ssim", "psnr", "nmse"):
                 values = [v[metric] for v in volumes.values()]
-                self.log(f"{prefix}/{metric}", sum(values) / len(values), prog_bar=(name == MODEL_KEY and metric == "ssim"))
+                self.log(f"{prefix}/{metric}", sum(values) / len(values), sync_dist=True,
+                         prog_bar=(name == MODEL_KEY and metric == "ssim"))
                 for acc in sorted({a for _, a in volumes}):
                     sel = [v[metric] for (f, a), v in volumes.items() if a == acc]
-                    self.log(f"{prefix}/{metric}_{acc:g}x", sum(sel) / len(sel))
+                    self.log(f"{prefix}/{metric}_{acc:g}x", sum(sel) / len(sel), sync_dist=True)
         if self._image_rows and self.trainer.is_global_zero:
             # The step Lightning gives the epoch's val/* scalars (it counts optimiser steps
             # before incrementing), so images and curves line up in TensorBoard.
@@ -220,7 +235,7 @@ class ReconModule(pl.LightningModule):
         return self._outputs(batch, recon)
 
     def on_test_epoch_end(self) -> None:
-        per_volume = self._gathered_metrics()
+        per_volume, _ = self._gathered_metrics()
         per_volume = {self.method_name: per_volume[MODEL_KEY], ZERO_FILLED_KEY: per_volume[ZERO_FILLED_KEY]}
         if not per_volume[self.method_name] or not self.trainer.is_global_zero:
             return
