@@ -11,8 +11,8 @@
   file run code), a file that is not a Lightning checkpoint, and non-finite weights.
 * :class:`LastCheckpoint` writes ``last.ckpt`` at the end of every validation and epoch, every
   ``every_n_train_steps`` steps if asked, after the step at which ``max_steps`` or ``max_time``
-  stops training, and on Ctrl-C: the first Ctrl-C lets the running step finish, saves and stops
-  (a second one stops at once). Mid-epoch saves happen at the end of a step, the one point from
+  stops training, and on Ctrl-C or SIGTERM (a cluster's preemption): the running step finishes,
+  is saved, and training stops (a second Ctrl-C stops at once). Mid-epoch saves happen at the end of a step, the one point from
   which Lightning resumes exactly. Lightning's ``ModelCheckpoint(save_last=True)`` with a monitored metric rewrites
   it only when a best checkpoint is saved, so a fit could end with ``last.ckpt`` epochs behind.
 * :func:`resolve_checkpoint` turns ``--ckpt_path last`` / ``best`` into the newest run's file
@@ -41,6 +41,8 @@ from mrirecon.core import atomic
 from mrirecon.errors import UserError
 
 LAST = "last.ckpt"
+# Ctrl-C, and what a cluster sends before it preempts or times out a job.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CHECKPOINT_FOLDER = "checkpoints"
 _VERSION = re.compile(r"^version_(\d+)$")
 
@@ -193,7 +195,7 @@ class LastCheckpoint(Checkpoint):
         self.dirpath: Optional[Path] = None
         self._saved_step = -1
         self._interrupted = False
-        self._previous_handler: Any = None
+        self._previous_handlers: dict[int, Any] = {}
 
     @property
     def path(self) -> Optional[Path]:
@@ -214,22 +216,23 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.dirpath / LAST)
         self._saved_step = trainer.global_step
 
-    # Ctrl-C: finish the step, save, stop. -------------------------------------------------------
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    # Ctrl-C and SIGTERM (preemption): finish the step, save, stop. -------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
         if self._interrupted:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop at once
+            raise KeyboardInterrupt  # the second one: stop at once
         self._interrupted = True
-        print("\ninterrupt: finishing this step, then saving last.ckpt (Ctrl-C again to stop at once)", file=sys.stderr)
+        print(f"\n{signal.Signals(signum).name}: finishing this step, then saving last.ckpt "
+              "(Ctrl-C again to stop at once)", file=sys.stderr)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._interrupted = False
         if threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
 
     def _restore_handler(self) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGINT, self._previous_handler)
-            self._previous_handler = None
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers = {}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handler()
@@ -240,8 +243,11 @@ class LastCheckpoint(Checkpoint):
         periodic = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
         last_step = 0 < trainer.max_steps <= trainer.global_step
         interrupted = self._interrupted
-        if trainer.world_size > 1:  # every process stops at the same step (the save is collective)
-            interrupted = trainer.strategy.reduce_boolean_decision(interrupted, all=False)
+        if trainer.world_size > 1:
+            # Every process must stop at the same step (the save is collective); agreeing costs
+            # an exchange, so it happens every log_every_n_steps steps only.
+            every = max(trainer.log_every_n_steps, 1)
+            interrupted = trainer.global_step % every == 0 and trainer.strategy.reduce_boolean_decision(interrupted, all=False)
         if periodic or last_step or trainer.should_stop or interrupted:
             self.save(trainer)
         if interrupted and not trainer.should_stop:

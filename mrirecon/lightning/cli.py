@@ -194,7 +194,7 @@ class MriReconCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
         kwargs["plugins"] = [*(_as_list(config.get("plugins"))), SafeCheckpointIO()]
-        if self.subcommand == "fit":
+        if self.subcommand == "fit" and config.get("enable_checkpointing") is not False:
             settings = self._get(self.config_init, "checkpoint")
             kwargs["callbacks"] = [*(_as_list(config.get("callbacks"))), *self._checkpoint_callbacks(settings)]
         # The Trainer is built from the config alone: what it rejects (an accelerator this

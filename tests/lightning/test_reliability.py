@@ -77,10 +77,11 @@ def test_last_checkpoint_holds_the_final_step_of_every_kind_of_stop(trained, tmp
     assert load_ckpt(tmp_path / "tiny" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 4
 
 
-def test_ctrl_c_saves_last_and_the_resumed_run_ends_as_an_uninterrupted_one(trained, tiny_singlecoil, tmp_path):
+@pytest.mark.parametrize("signal_name", ["INT", "TERM"])  # Ctrl-C, and a cluster's preemption
+def test_ctrl_c_saves_last_and_the_resumed_run_ends_as_an_uninterrupted_one(trained, tmp_path, signal_name):
     config, run_dir = trained
     runs = tmp_path / "runs"
-    result = faulty("step:4:INT", "fit", "--config", config, "--trainer.max_epochs", 3,
+    result = faulty(f"step:4:{signal_name}", "fit", "--config", config, "--trainer.max_epochs", 3,
                     "--trainer.logger.init_args.save_dir", runs, cwd=tmp_path)
     assert result.returncode != 0
     # The step running at Ctrl-C finishes (the fifth), is saved, and training stops.
