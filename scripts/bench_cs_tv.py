@@ -202,7 +202,7 @@ def section(table: str, command: str, date: str) -> str:
             "",
             "Single-coil 4x problems (MNI T1 template slices, fastMRI random masks with 8% centre, "
             f"λ_rel = {DEFAULT_LAMBDA_REL}), the same iteration count for both solvers. Ours "
-            "(`mrirecon.baselines.cs_tv.cs_tv_reconstruct`) runs the whole batch at once; sigpy's "
+            "(`mrirecon.methods.cs_tv.cs_tv_reconstruct`) runs the whole batch at once; sigpy's "
             "`TotalVariationRecon` runs one slice at a time with σ = 1, τ = 1/9 given (no power "
             "iteration on either side); both start from the zero-filled image. Rates are slices "
             "per second (ours: best of the repeats; sigpy: one pass over the slices; both after a "
