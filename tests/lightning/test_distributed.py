@@ -144,3 +144,16 @@ def test_two_process_fit_validates_like_one_process_and_draws_distinct_masks(une
         assert logged.Scalars(tag)[-1].value == pytest.approx(value, rel=1e-6, abs=1e-9), tag
     # 14 slices in 7 batches of 2, one split in two so both processes take 4 steps an epoch.
     assert torch.load(ckpt, weights_only=True)["global_step"] == 2 * 4
+
+
+@pytest.mark.slow
+def test_a_two_process_fit_resumes_at_its_saved_step(uneven, tmp_path):
+    config = _config(tmp_path / "c.yaml", uneven, tmp_path / "runs")
+    run_ddp("fit", "--config", config, "--trainer.max_epochs", 1, processes=2, cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "ddp" / "version_0"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+    run_ddp("fit", "--config", config, "--trainer.max_epochs", 2, "--ckpt_path", "last", processes=2, cwd=tmp_path)
+    assert torch.load(last, weights_only=True)["global_step"] == 8
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["version_0"]
+    assert [s for s, _ in ((e.step, e.value) for e in events(run_dir).Scalars("train/loss"))] == list(range(8))
