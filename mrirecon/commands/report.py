@@ -6,6 +6,10 @@ predict`` with the same config and overrides. The config is read by the same par
 other command, so ``--data.data_path OTHER`` works here too. All methods are scored here,
 against the split's targets, exactly as ``mrirecon test`` scores (see
 :mod:`mrirecon.evaluation.scoring`), so the table compares like with like.
+
+A name given several times (``--method unet=seed0.ckpt --method unet=seed1.ckpt``) names runs
+of one method, such as training seeds: the table shows the mean over its runs and their range,
+and ``metrics.csv`` keeps every run (``unet[1]``, ``unet[2]``, ...).
 """
 
 from __future__ import annotations
@@ -43,17 +47,35 @@ def _parse_method(text: str):
     return name, Path(path)
 
 
-def write_summary_csv(summary: dict, path: Path) -> None:
+def write_summary_csv(runs: dict, path: Path) -> None:
+    """One row per method and acceleration: mean over runs (and min, max) of each metric."""
     from mrirecon.core import atomic
     from mrirecon.evaluation.results import METRICS
 
     rows = io.StringIO()
     writer = csv.writer(rows)
-    writer.writerow(["method", "acceleration", "volumes", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))])
-    for method, by_acc in summary.items():
+    writer.writerow(["method", "acceleration", "runs", "volumes",
+                     *(f"{m}_{s}" for m in METRICS for s in ("mean", "min", "max"))])
+    for method, by_acc in runs.items():
         for acc, e in by_acc.items():
-            writer.writerow([method, acc, e["volumes"], *(f"{e[m][s]:.6g}" for m in METRICS for s in ("mean", "std"))])
+            writer.writerow([method, acc, e["runs"], e["volumes"],
+                             *(f"{e[m][s]:.6g}" for m in METRICS for s in ("mean", "min", "max"))])
     atomic.write_text(path, rows.getvalue())
+
+
+def run_names(methods: list[tuple[str, Path]]) -> tuple[list[str], dict[str, list[str]]]:
+    """A unique name per run (``name[i]`` for a repeated name) and the runs of each method."""
+    counts: dict[str, int] = {}
+    for name, _ in methods:
+        counts[name] = counts.get(name, 0) + 1
+    seen: dict[str, int] = {}
+    names, groups = [], {}
+    for name, _ in methods:
+        seen[name] = seen.get(name, 0) + 1
+        run = f"{name}[{seen[name]}]" if counts[name] > 1 else name
+        names.append(run)
+        groups.setdefault(name, []).append(run)
+    return names, groups
 
 
 def main(argv: list[str]) -> int:
@@ -62,7 +84,7 @@ def main(argv: list[str]) -> int:
     from mrirecon.core import atomic
     from mrirecon.errors import UserError
     from mrirecon.evaluation.figures import comparison_figure
-    from mrirecon.evaluation.results import acceleration_label, format_table, write_results
+    from mrirecon.evaluation.results import acceleration_label, format_runs_table, summarize_runs, write_results
     from mrirecon.evaluation.scoring import load_array, reconstruction_root, score_folder
     from mrirecon.lightning.cli import build_cli, run_lightning_cli
 
@@ -74,25 +96,34 @@ def main(argv: list[str]) -> int:
     volumes = {v.path.name: v for v in dm.evaluation_volumes()}
     out = atomic.check_writable_folder(args.out)
 
+    given = list(map(_parse_method, args.method))
+    names, groups = run_names(given)
     methods: dict[str, Path] = {}
-    for name, path in map(_parse_method, args.method):
+    for run, (name, path) in zip(names, given):
         if path.suffix == ".ckpt":
-            target = out / "predictions" / name
+            if not path.is_file():
+                raise UserError(f"{path}: no such checkpoint file")
+            target = out / "predictions" / run
             run_lightning_cli(["predict", "--config", str(args.config), *overrides, "--ckpt_path", str(path),
                                "--output_dir", str(target), "--data.test_split", split])
             path = target
         elif not path.is_dir():
             raise UserError(f"{path}: no such folder")
-        methods[name] = reconstruction_root(path)
+        methods[run] = reconstruction_root(path)
 
     per_volume, files = {}, {}
-    for name, root in methods.items():
-        per_volume[name], files[name] = score_folder(root, volumes, dm.crop_size, name, progress=not args.no_progress)
+    for run, root in methods.items():
+        per_volume[run], files[run] = score_folder(root, volumes, dm.crop_size, run, progress=not args.no_progress)
     summary = write_results(per_volume, out, {"split": split, "config": str(args.config),
                                               "methods_from": {k: str(v) for k, v in methods.items()}})
-    table = format_table(summary["methods"], markdown=True)
-    atomic.write_text(out / "report.md", f"# Comparison on {dm.split_folder(split)}\n\n{table}\n\n![slices](comparison.png)\n")
-    write_summary_csv(summary["methods"], out / "report.csv")
+    runs = summarize_runs(summary["methods"], groups)
+    table = format_runs_table(runs, markdown=True)
+    several = any(len(r) > 1 for r in groups.values())
+    note = "\n\nMean over volumes; for several runs of a method, the mean over runs and (min–max) over runs." if several else ""
+    atomic.write_text(out / "report.md", f"# Comparison on {dm.split_folder(split)}\n\n{table}{note}\n\n![slices](comparison.png)\n")
+    write_summary_csv(runs, out / "report.csv")
+    # The figure shows each method's first run.
+    files = {name: files[run_list[0]] for name, run_list in groups.items()}
 
     common = set.intersection(*(set(f) for f in files.values()))
     if not common:
@@ -110,6 +141,6 @@ def main(argv: list[str]) -> int:
         first = next(iter(files.values()))
         picks = [(f, load_array(first[(f, acc)], "reconstruction").shape[0] // 2) for f in vols[:2]]
     comparison_figure(files, volumes, dm.crop_size, acc, picks, out / "comparison.png")
-    print(format_table(summary["methods"]))
+    print(format_runs_table(runs))
     print(f"\n{out / 'report.md'}\n{out / 'report.csv'}\n{out / 'comparison.png'}")
     return 0

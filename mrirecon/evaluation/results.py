@@ -75,6 +75,53 @@ def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], markdow
     return text_table(header, rows)
 
 
+def summarize_runs(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], groups: Mapping[str, list[str]]) -> dict:
+    """Runs of one method (seeds) summarised together, per acceleration.
+
+    Args:
+        summary: per run name and acceleration, what :func:`summarize` returns.
+        groups: method name -> the names of its runs in ``summary``.
+
+    Returns:
+        method -> acceleration -> ``{"runs": n, "volumes": v, metric: {"mean", "min", "max"}}``:
+        the mean over runs of each run's mean over volumes, and its range over runs.
+    """
+    out: dict = {}
+    for method, runs in groups.items():
+        accs = sorted({a for r in runs for a in summary[r]}, key=lambda a: float(a.rstrip("x")))
+        out[method] = {}
+        for acc in accs:
+            present = [summary[r][acc] for r in runs if acc in summary[r]]
+            entry: dict[str, Any] = {"runs": len(present), "volumes": present[0]["volumes"]}
+            for m in METRICS:
+                means = [e[m]["mean"] for e in present]
+                entry[m] = {"mean": math.fsum(means) / len(means), "min": min(means), "max": max(means)}
+            out[method][acc] = entry
+    return out
+
+
+def format_runs_table(runs: Mapping[str, Mapping[str, Mapping[str, Any]]], markdown: bool = False) -> str:
+    """One row per (acceleration, method): the mean over runs and, for several runs, their range."""
+    header = ["acceleration", "method", "runs", "volumes", "SSIM", "PSNR (dB)", "NMSE"]
+
+    def cell(e: Mapping[str, float], fmt: str, several: bool) -> str:
+        text = format(e["mean"], fmt)
+        return f"{text} ({format(e['min'], fmt)}–{format(e['max'], fmt)})" if several else text
+
+    rows = []
+    accs = sorted({a for m in runs.values() for a in m}, key=lambda a: float(a.rstrip("x")))
+    for acc in accs:
+        for method, by_acc in runs.items():
+            if acc in by_acc:
+                e = by_acc[acc]
+                several = e["runs"] > 1
+                rows.append([acc, method, str(e["runs"]), str(e["volumes"]), cell(e["ssim"], ".4f", several),
+                             cell(e["psnr"], ".2f", several), cell(e["nmse"], ".4f", several)])
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows])
+    return text_table(header, rows)
+
+
 def check_finite(per_volume: PerVolume) -> None:
     """Refuses results that would print or store a NaN: a wrong number must never look like one.
 

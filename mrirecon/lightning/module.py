@@ -35,7 +35,7 @@ from mrirecon.lightning.image_logging import ImageRow, log_validation_images
 from mrirecon.methods.base import as_method
 from mrirecon.models.unet import Unet
 
-MODEL_KEY = "unet"
+MODEL_KEY = "method"  # the trained (or evaluated) method; its name in tables is method_name
 ZERO_FILLED_KEY = "zero-filled"
 
 
@@ -44,6 +44,12 @@ def describe_network(net: nn.Module) -> dict[str, Any]:
     params = inspect.signature(type(net).__init__).parameters
     args = {name: getattr(net, name) for name in params if name != "self" and hasattr(net, name)}
     return {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": args}
+
+
+def default_method_name(net: nn.Module) -> str:
+    """``unet`` for Unet, ``varnet`` for VarNet, ``cs-tv`` for CSTV, ``zero-filled`` for ZeroFilled."""
+    name = type(net).__name__
+    return {"CSTV": "cs-tv", "ZeroFilled": ZERO_FILLED_KEY}.get(name, name.lower())
 
 
 class ReconModule(pl.LightningModule):
@@ -55,7 +61,8 @@ class ReconModule(pl.LightningModule):
             standardised by the zero-filled image's mean and std) or ``ssim`` (1 - SSIM in
             image units, with the target volume's data range: fastMRI's VarNet loss).
         num_log_images: validation slices shown in TensorBoard each epoch (fixed slices).
-        method_name: the name of this model in result tables.
+        method_name: the name of this model in result tables (default: from the network's
+            class, ``unet``, ``varnet``, ``cs-tv``, ...).
     """
 
     def __init__(
@@ -63,7 +70,7 @@ class ReconModule(pl.LightningModule):
         net: nn.Module | None = None,
         loss: Literal["l1", "ssim"] = "l1",
         num_log_images: int = 4,
-        method_name: str = MODEL_KEY,
+        method_name: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.net = net if net is not None else Unet()
@@ -75,7 +82,7 @@ class ReconModule(pl.LightningModule):
         self.loss_name = loss
         self.ssim_loss = SSIMLoss() if loss == "ssim" else None
         self.num_log_images = num_log_images
-        self.method_name = method_name
+        self.method_name = method_name or default_method_name(self.net)
         self.output_dir: Optional[Path] = None  # set by the CLI for test/predict
         self.run_metadata: dict[str, Any] = {}  # set by the CLI: written into summary.json
         self._metrics = {MODEL_KEY: VolumeMetricAccumulator(crop_to_square=True),

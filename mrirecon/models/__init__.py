@@ -1,6 +1,7 @@
-"""mrirecon.models."""
+"""Networks: fastMRI's U-Net and E2E-VarNet with a selectable normalisation layer."""
 
 from mrirecon.models.norms import NORM_CHOICES, NormKind, make_norm
 from mrirecon.models.unet import Unet
+from mrirecon.models.varnet import VarNet
 
-__all__ = ["NORM_CHOICES", "NormKind", "Unet", "make_norm"]
+__all__ = ["NORM_CHOICES", "NormKind", "Unet", "VarNet", "make_norm"]

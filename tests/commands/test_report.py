@@ -43,3 +43,23 @@ def test_report_rejects_bad_method_arguments(tiny_singlecoil, tmp_path, capsys):
             main(["report", "--config", str(config), "--method", method, "--out", str(tmp_path / "r")])
         assert err.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_repeated_name_is_runs_of_one_method(tiny_singlecoil, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_path": str(tiny_singlecoil), "num_workers": 0,
+                                               "center_fractions": [0.08], "accelerations": [4]}}))
+    zf = run_baseline("zero-filled", config, tmp_path / "zf", progress=False)
+    reference = json.loads((zf / "summary.json").read_text())["methods"]["zero-filled"]["4x"]
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as done:
+        main(["report", "--config", str(config), "--method", f"zf={zf}", "--method", f"zf={zf}", "--out", str(out),
+              "--no_progress"])
+    assert done.value.code == 0
+    (row,) = list(csv.DictReader(open(out / "report.csv")))
+    assert row["method"] == "zf" and row["runs"] == "2"
+    for stat in ("mean", "min", "max"):
+        assert float(row[f"ssim_{stat}"]) == pytest.approx(reference["ssim"]["mean"], abs=1e-6)
+    methods = {r["method"] for r in csv.DictReader(open(out / "metrics.csv"))}
+    assert methods == {"zf[1]", "zf[2]"}
+    assert "(min–max) over runs" in (out / "report.md").read_text()
