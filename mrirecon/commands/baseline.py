@@ -102,7 +102,8 @@ def run_baseline(method: str, config: Path, output_dir: Path | None = None, over
     net = CSTV(settings) if method == "cs-tv" else ZeroFilled()
     module = ReconModule(net=net, method_name=method)
     module.output_dir = out
-    module.run_metadata = {"command": "baseline", "method": method, "config": str(config)}
+    module.run_metadata = {"command": "baseline", "method": method, "config_file": str(config),
+                           "config": cli.config.as_dict()}
     if method == "cs-tv":
         module.run_metadata["cs_tv"] = {"iterations": settings.iterations, "lam": settings.lam,
                                         "lam_default": settings.lam_default, **tuning}

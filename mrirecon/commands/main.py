@@ -41,8 +41,6 @@ USAGE = (
 
 
 def _lightning_main(argv: list[str]) -> None:
-    # Lightning's tips (litlogger, litmodels) are noise for our users.
-    os.environ.setdefault("POSSIBLE_USER_WARNING", "off")
     from mrirecon.lightning.cli import run_lightning_cli
 
     run_lightning_cli(argv)
@@ -63,6 +61,10 @@ def _quiet_disk_full_in_threads() -> None:
 
 def main(argv: Optional[list[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Read when Lightning and jsonargparse are first imported: their "possible user" hints and
+    # deprecation notices about their own internals are noise on our users' terminals.
+    os.environ.setdefault("POSSIBLE_USER_WARNINGS", "off")
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     _quiet_disk_full_in_threads()
     try:
         if argv and argv[0] in ("--version", "-V", "version"):

@@ -84,7 +84,14 @@ def main(argv: list[str]) -> int:
     from mrirecon.core import atomic
     from mrirecon.errors import UserError
     from mrirecon.evaluation.figures import comparison_figure
-    from mrirecon.evaluation.results import acceleration_label, format_runs_table, summarize_runs, write_results
+    from mrirecon.evaluation.provenance import dataset_record, provenance
+    from mrirecon.evaluation.results import (
+        acceleration_label,
+        format_acquisition_table,
+        format_runs_table,
+        summarize_runs,
+        write_results,
+    )
     from mrirecon.evaluation.scoring import load_array, reconstruction_root, score_folder
     from mrirecon.lightning.cli import build_cli, run_lightning_cli
 
@@ -114,12 +121,22 @@ def main(argv: list[str]) -> int:
     per_volume, files = {}, {}
     for run, root in methods.items():
         per_volume[run], files[run] = score_folder(root, volumes, dm.crop_size, run, progress=not args.no_progress)
-    summary = write_results(per_volume, out, {"split": split, "config": str(args.config),
-                                              "methods_from": {k: str(v) for k, v in methods.items()}})
+    record = provenance(cli.config.as_dict(), None,
+                        dataset_record(dm.data_path, dm.split_folder(split), [v.path for v in volumes.values()]))
+    acquisitions = {name: v.acquisition for name, v in volumes.items()}
+    summary = write_results(per_volume, out, {"command": "report", "split": split, "config_file": str(args.config),
+                                              "methods_from": {k: str(v) for k, v in methods.items()},
+                                              "provenance": record}, acquisitions)
     runs = summarize_runs(summary["methods"], groups)
     table = format_runs_table(runs, markdown=True)
     several = any(len(r) > 1 for r in groups.values())
     note = "\n\nMean over volumes; for several runs of a method, the mean over runs and (min–max) over runs." if several else ""
+    if len(set(acquisitions.values())) > 1:
+        note += "\n\n## By acquisition\n\n" + format_acquisition_table(summary["by_acquisition"], markdown=True)
+    software = record["software"]
+    note += (f"\n\nmrirecon {software['mrirecon']} ({software['git_commit'] or 'no git commit'}), torch "
+             f"{software['torch']}, fastmri {software['fastmri']}; data {dm.split_folder(split)} "
+             f"(files sha256 {record['dataset']['files_sha256'][:12]}); everything in summary.json.")
     atomic.write_text(out / "report.md", f"# Comparison on {dm.split_folder(split)}\n\n{table}{note}\n\n![slices](comparison.png)\n")
     write_summary_csv(runs, out / "report.csv")
     # The figure shows each method's first run.

@@ -5,7 +5,9 @@ baselines and ``mrirecon report`` read and write the same files.
 
 ``metrics.csv`` has one row per (method, acceleration, volume); ``summary.json`` holds, per
 method and acceleration, the mean and the population standard deviation (ddof=0) over volumes
-of SSIM, PSNR and NMSE, as ``fastmri.evaluate`` averages per volume.
+of SSIM, PSNR and NMSE, as ``fastmri.evaluate`` averages per volume, and the same per
+acquisition (CORPD_FBK, AXT2, ...) when the files name theirs, as ``fastmri.evaluate
+--acquisition`` reports it, plus whatever the caller records (provenance).
 """
 
 from __future__ import annotations
@@ -33,19 +35,39 @@ def acceleration_label(acceleration: float) -> str:
     return f"{acceleration:g}x"
 
 
+def _entry(g: Mapping[str, float]) -> dict[str, Any]:
+    return {"volumes": int(g["num_volumes"]), **{m: {"mean": g[f"{m}_mean"], "std": g[f"{m}_std"]} for m in METRICS}}
+
+
 def summarize(per_volume: PerVolume) -> dict[str, dict[str, dict[str, Any]]]:
     """Mean and std over volumes, per method and acceleration (label like '4x')."""
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for method, volumes in per_volume.items():
         groups = summarize_by(volumes, lambda key: key[1], METRICS)
-        summary[method] = {
-            acceleration_label(acc): {
-                "volumes": int(g["num_volumes"]),
-                **{m: {"mean": g[f"{m}_mean"], "std": g[f"{m}_std"]} for m in METRICS},
-            }
-            for acc, g in sorted(groups.items())
-        }
+        summary[method] = {acceleration_label(acc): _entry(g) for acc, g in sorted(groups.items())}
     return summary
+
+
+def summarize_by_acquisition(per_volume: PerVolume, acquisitions: Mapping[str, str]) -> dict:
+    """Mean and std over volumes per method, acceleration and acquisition (file name -> acquisition)."""
+    summary: dict = {}
+    for method, volumes in per_volume.items():
+        groups = summarize_by(volumes, lambda key: (key[1], acquisitions.get(key[0], "") or "?"), METRICS)
+        by_acc: dict = {}
+        for (acc, acquisition), g in sorted(groups.items()):
+            by_acc.setdefault(acceleration_label(acc), {})[acquisition] = _entry(g)
+        summary[method] = by_acc
+    return summary
+
+
+def format_acquisition_table(by_acquisition: Mapping[str, Mapping[str, Mapping[str, Any]]], markdown: bool = False) -> str:
+    """The table of :func:`format_table` with one row per acquisition too."""
+    flat = {}
+    for method, by_acc in by_acquisition.items():
+        for acc, by_acq in by_acc.items():
+            for acquisition, entry in by_acq.items():
+                flat.setdefault(f"{method} {acquisition}", {})[acc] = entry
+    return format_table(flat, markdown)
 
 
 def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], markdown: bool = False) -> str:
@@ -155,8 +177,19 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_results(per_volume: PerVolume, out_dir: Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def write_results(
+    per_volume: PerVolume,
+    out_dir: Path,
+    meta: Mapping[str, Any] | None = None,
+    acquisitions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Write ``metrics.csv`` and ``summary.json`` into ``out_dir`` (atomically); return the summary.
+
+    Args:
+        per_volume: method -> (file, acceleration) -> metrics.
+        out_dir: the folder to write into.
+        meta: more entries for ``summary.json`` (split, checkpoint, provenance).
+        acquisitions: file name -> acquisition, for the per-acquisition breakdown.
 
     Raises:
         UserError: for a non-finite metric (see :func:`check_finite`) or a folder that cannot
@@ -164,13 +197,17 @@ def write_results(per_volume: PerVolume, out_dir: Path, meta: Mapping[str, Any] 
     """
     check_finite(per_volume)
     out_dir = Path(out_dir)
+    acquisitions = acquisitions or {}
     rows = io.StringIO()
     writer = csv.writer(rows)
-    writer.writerow(["method", "acceleration", "volume", *METRICS])
+    writer.writerow(["method", "acceleration", "volume", "acquisition", *METRICS])
     for method, volumes in per_volume.items():
         for (fname, acc), values in sorted(volumes.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-            writer.writerow([method, acceleration_label(acc), fname, *(f"{values[m]:.8g}" for m in METRICS)])
+            writer.writerow([method, acceleration_label(acc), fname, acquisitions.get(fname, ""),
+                             *(f"{values[m]:.8g}" for m in METRICS)])
     summary = {**(meta or {}), "methods": summarize(per_volume)}
+    if acquisitions:
+        summary["by_acquisition"] = summarize_by_acquisition(per_volume, acquisitions)
     atomic.write_text(out_dir / "metrics.csv", rows.getvalue())
-    atomic.write_text(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")
+    atomic.write_text(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False, default=str) + "\n")
     return summary

@@ -47,3 +47,72 @@ class ReconstructionWriter(pl.Callback):
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         self.assembler.finish()
+
+
+def _volumes_line(name: str, volumes: list) -> str:
+    return f"{name} {len(volumes)} volumes ({sum(v.num_slices for v in volumes)} slices)"
+
+
+class PhaseLines(pl.Callback):
+    """One line per phase on the terminal, from the first process (Lightning's own chatter is
+    silenced by the CLI): what runs on what, and how it ended, including a stop before the
+    planned end (``max_time``, Ctrl-C), which the last line then says."""
+
+    def __init__(self) -> None:
+        self.early_stop: str | None = None
+
+    @staticmethod
+    def _print(trainer: pl.Trainer, text: str) -> None:
+        if trainer.is_global_zero:
+            print(text, flush=True)
+
+    def _describe(self, trainer: pl.Trainer, pl_module: pl.LightningModule, splits: list[str]) -> None:
+        dm = trainer.datamodule
+        parameters = sum(p.numel() for p in pl_module.parameters())
+        net = type(getattr(pl_module, "net", pl_module)).__name__
+        self._print(trainer, f"model: {net}, {parameters / 1e6:.2f} M parameters, "
+                             f"{trainer.world_size} process(es) on {trainer.strategy.root_device.type}, "
+                             f"precision {trainer.precision}")
+        masks = dm.masks
+        pairs = ", ".join(f"{acc}x (centre {cf:g})" for cf, acc in masks.pairs)
+        parts = [_volumes_line(split, dm.volumes(split) if split != dm.test_split else dm.evaluation_volumes())
+                 for split in splits]
+        self._print(trainer, f"data: {dm.data_path} {dm.challenge}, {'; '.join(parts)}; {masks.mask_type} masks {pairs}; "
+                             f"batch {dm.batch_size}")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        where = trainer.log_dir if trainer.loggers else trainer.default_root_dir
+        resumed = f", resuming {trainer.ckpt_path}" if trainer.ckpt_path else ""
+        self._print(trainer, f"fit: {where}{resumed}")
+        self._describe(trainer, pl_module, ["train", "val"])
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        planned = trainer.max_steps if trainer.max_steps > 0 else None
+        if planned is None and trainer.max_epochs is not None and trainer.max_epochs > 0:
+            planned = trainer.max_epochs * trainer.num_training_batches
+        last = next((c.path for c in trainer.callbacks if hasattr(c, "every_n_train_steps") and c.path), None)
+        best = next((c for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
+        text = f"fit: done at step {trainer.global_step} (epoch {trainer.current_epoch})"
+        if last is not None:
+            text += f"; last: {last}"
+        if best is not None and best.best_model_score is not None:
+            text += f"; best {best.monitor} {float(best.best_model_score):.4f}: {best.best_model_path}"
+        self._print(trainer, text)
+        if planned is not None and trainer.global_step < planned:
+            interrupted = any(getattr(c, "interrupted", False) for c in trainer.callbacks)
+            timed_out = any(type(c).__name__ == "Timer" and c.time_remaining() <= 0 for c in trainer.callbacks)
+            reason = "interrupted" if interrupted else "trainer.max_time reached" if timed_out else "stopped"
+            self.early_stop = f"training stopped early at step {trainer.global_step} of {planned}: {reason}"
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._print(trainer, f"test: {trainer.ckpt_path or type(getattr(pl_module, 'net', pl_module)).__name__}")
+        self._describe(trainer, pl_module, [trainer.datamodule.test_split])
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._print(trainer, f"predict: {trainer.ckpt_path or type(getattr(pl_module, 'net', pl_module)).__name__}")
+        self._describe(trainer, pl_module, [trainer.datamodule.test_split])
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        writer = next((c for c in trainer.callbacks if isinstance(c, ReconstructionWriter)), None)
+        if writer is not None and writer.assembler is not None:
+            self._print(trainer, f"predict: wrote {len(writer.assembler.written)} volumes to {writer.output_dir}")

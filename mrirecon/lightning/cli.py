@@ -25,6 +25,7 @@ import importlib
 import os
 import re
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,12 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from mrirecon.core import atomic
 from mrirecon.errors import UserError
-from mrirecon.lightning.callbacks import ReconstructionWriter
+from mrirecon.evaluation.provenance import checkpoint_record
+from mrirecon.lightning.callbacks import PhaseLines, ReconstructionWriter
 from mrirecon.lightning.checkpoints import (
     BestCheckpoint,
     LastCheckpoint,
+    check_checkpoint_file,
     SafeCheckpointIO,
     peek_checkpoint,
     resolve_checkpoint,
@@ -59,6 +62,8 @@ TRAINER_DEFAULTS = {
     # Our batch sampler shards the data itself: whole volumes per process for evaluation,
     # distinct masks per process for training (Lightning's DistributedSampler would do neither).
     "use_distributed_sampler": False,
+    # One line with the parameter count replaces Lightning's model table (see before_fit).
+    "enable_model_summary": False,
 }
 EVALUATION_COMMANDS = ("validate", "test", "predict")
 
@@ -145,9 +150,7 @@ class MriReconCLI(LightningCLI):
         ckpt = section.get("ckpt_path")
         self.run_dir: Optional[Path] = None
         if ckpt:
-            ckpt = resolve_checkpoint(str(ckpt), self._runs_root())
-            if not ckpt.is_file():
-                raise UserError(f"{ckpt}: no such checkpoint file")
+            ckpt = check_checkpoint_file(resolve_checkpoint(str(ckpt), self._runs_root()))
             section["ckpt_path"] = str(ckpt)
             self.run_dir = run_folder_of(ckpt)
         if self.subcommand == "fit":
@@ -194,9 +197,11 @@ class MriReconCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
         kwargs["plugins"] = [*(_as_list(config.get("plugins"))), SafeCheckpointIO()]
+        self.phase_lines = PhaseLines()
+        callbacks = [*(_as_list(config.get("callbacks"))), self.phase_lines]
         if self.subcommand == "fit" and config.get("enable_checkpointing") is not False:
-            settings = self._get(self.config_init, "checkpoint")
-            kwargs["callbacks"] = [*(_as_list(config.get("callbacks"))), *self._checkpoint_callbacks(settings)]
+            callbacks += self._checkpoint_callbacks(self._get(self.config_init, "checkpoint"))
+        kwargs["callbacks"] = callbacks
         # The Trainer is built from the config alone: what it rejects (an accelerator this
         # machine lacks or whose package is not installed, contradictory limits) is a config mistake.
         try:
@@ -222,7 +227,11 @@ class MriReconCLI(LightningCLI):
         return [best, LastCheckpoint(settings.every_n_train_steps)]
 
     # --- per command ---------------------------------------------------------------------------
+    def _resolved_config(self) -> dict[str, Any]:
+        return self._section().as_dict()
+
     def before_fit(self) -> None:
+        self.model.hparams_table = hparams_table(self._resolved_config(), self.trainer.world_size)
         log_dir = self.trainer.log_dir
         self._new_run: Optional[Path] = None
         if log_dir is not None and self.trainer.logger and not Path(log_dir).exists():
@@ -233,8 +242,10 @@ class MriReconCLI(LightningCLI):
             self._new_run = created
 
     def after_fit(self) -> None:
+        if self.phase_lines.early_stop and self.trainer.is_global_zero:
+            print(f"mrirecon: {self.phase_lines.early_stop}", flush=True)  # the last line
         if any(getattr(c, "interrupted", False) for c in self.trainer.callbacks):
-            raise KeyboardInterrupt
+            sys.exit(130)
 
     def _evaluation_output(self, kind: str) -> Path:
         """``--output_dir``, or ``<run>/<kind>/<checkpoint>_<split>`` beside the checkpoint."""
@@ -254,8 +265,15 @@ class MriReconCLI(LightningCLI):
     def before_test(self) -> None:
         self._require_checkpoint()
         out = atomic.check_writable_folder(self._evaluation_output("test"))
+        ckpt = Path(self._section()["ckpt_path"])
+        step = int(peek_checkpoint(ckpt).get("global_step", 0))
         self.model.output_dir = out
-        self.model.run_metadata = {"command": "test"}
+        self.model.run_metadata = {"command": "test", "config": self._resolved_config(),
+                                   "checkpoint": checkpoint_record(ckpt, step)}
+        run = run_folder_of(ckpt)
+        if any(run.glob("events.out.tfevents.*")):
+            # test's numbers also go into the checkpoint's own TensorBoard run, at its step.
+            self.model.checkpoint_run = (run, step)
 
     def before_predict(self) -> None:
         self._require_checkpoint()
@@ -274,6 +292,31 @@ class MriReconCLI(LightningCLI):
             if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
                 shutil.rmtree(new_run, ignore_errors=True)
             raise
+
+
+def hparams_table(config: dict[str, Any], world_size: int) -> dict[str, Any]:
+    """The settings a study compares runs by, flat, for TensorBoard's HParams plugin."""
+    model, data, trainer = config.get("model", {}), config.get("data", {}), config.get("trainer", {})
+    net = model.get("net") or {}
+    optimizer = config.get("optimizer") or {}
+    scheduler = config.get("lr_scheduler") or {}
+    table: dict[str, Any] = {"net": str(net.get("class_path", "")).rsplit(".", 1)[-1]}
+    table.update({f"net.{k}": v for k, v in (net.get("init_args") or {}).items() if isinstance(v, (bool, int, float, str))})
+    table.update({
+        "loss": model.get("loss"),
+        "optimizer": str(optimizer.get("class_path", "")).rsplit(".", 1)[-1],
+        **{f"optimizer.{k}": v for k, v in (optimizer.get("init_args") or {}).items() if isinstance(v, (bool, int, float))},
+        "lr_scheduler": str(scheduler.get("class_path", "none")).rsplit(".", 1)[-1],
+        "batch_size": data.get("batch_size"),
+        "effective_batch_size": (data.get("batch_size") or 1) * world_size,
+        "challenge": data.get("challenge"),
+        "mask_type": data.get("mask_type"),
+        "accelerations": data.get("accelerations"),
+        "center_fractions": data.get("center_fractions"),
+        "seed": config.get("seed_everything"),
+        "precision": trainer.get("precision"),
+    })
+    return {k: v for k, v in table.items() if v is not None}
 
 
 def _build(spec: Any, first_argument: Any) -> Any:
@@ -318,6 +361,27 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
+# Messages of Lightning and its dependencies that say nothing to our users: tips for paid
+# services are logged at INFO (Lightning's loggers go to WARNING), these are warnings.
+_NOISE = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's use of a torch internal
+    r".*will be overridden by `MriReconCLI.configure_optimizers`",  # the fallback is for use without the CLI
+    r"You are using a custom batch sampler",  # ours returns every index, padding aside
+    r"Checkpoint directory .* exists and is not empty",  # a resumed run continues in its folder
+    r"The '\w+_dataloader' does not have many workers",  # num_workers is the user's choice
+)
+
+
+def quiet_lightning() -> None:
+    """Our lines, not Lightning's: its INFO chatter and known-irrelevant warnings are dropped."""
+    import logging
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in _NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def build_cli(argv: list[str], run: bool = True) -> MriReconCLI:
     """Parses ``argv`` with the one config parser; runs the subcommand when ``run``.
 
@@ -326,6 +390,7 @@ def build_cli(argv: list[str], run: bool = True) -> MriReconCLI:
     """
     try:
         with warnings.catch_warnings():
+            quiet_lightning()
             # We always pass the arguments (a subcommand's, not sys.argv), which LightningCLI
             # warns about when sys.argv is not empty.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
