@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import mrirecon, sigpy, pytest" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import mrirecon, sigpy, pytest, onnxruntime, onnxscript" >/dev/null 2>&1; then
   echo "== installing mrirecon into .venv (first time: a few minutes)"
   # No torch/torchvision pins: pip resolves the pair together (see README, Installation).
   .venv/bin/pip install -q -e ".[test]"

@@ -28,6 +28,8 @@ TOOLS = {
     "data": ("mrirecon.commands.data", "simulate or check fastMRI-format data"),
     "baseline": ("mrirecon.commands.baseline", "zero-filled / CS-TV reconstructions of a split, scored like test"),
     "report": ("mrirecon.commands.report", "methods side by side on one split: table and figure"),
+    "reconstruct": ("mrirecon.commands.reconstruct", "a trained model on single files: k-space in, images out"),
+    "export": ("mrirecon.commands.export", "a trained network as TorchScript or ONNX"),
     "study": ("mrirecon.commands.study", "optimiser / normalisation study"),
 }
 

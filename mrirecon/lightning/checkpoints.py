@@ -4,11 +4,8 @@
   checkpoint's own folder, renamed into place: Lightning's own save becomes a copy when the
   run folder is on another filesystem than ``/tmp``, and a kill then truncates the file), and
   loads only after :func:`read_checkpoint` has checked the file.
-* :func:`read_checkpoint` refuses, with one line naming the file: a missing file, a file that
-  is not a zip archive, a damaged archive (every member's CRC is checked: ``torch.load``
-  does not), a checkpoint that holds pickled objects other than plain data (always loaded with
-  ``weights_only=True``: mrirecon's checkpoints never need more, and more would let a crafted
-  file run code), a file that is not a Lightning checkpoint, and non-finite weights.
+* loads go through :func:`mrirecon.core.checkpoint_files.read_checkpoint`, which refuses
+  damaged, foreign, code-carrying or non-finite checkpoints with one line.
 * :class:`LastCheckpoint` writes ``last.ckpt`` at the end of every validation and epoch, every
   ``every_n_train_steps`` steps if asked, after the step at which ``max_steps`` or ``max_time``
   stops training, and on Ctrl-C or SIGTERM (a cluster's preemption): the running step finishes,
@@ -23,12 +20,10 @@
 from __future__ import annotations
 
 import io
-import pickle
 import re
 import signal
 import sys
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -38,6 +33,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
 from mrirecon.core import atomic
+from mrirecon.core.checkpoint_files import peek_checkpoint, read_checkpoint
 from mrirecon.errors import UserError
 
 LAST = "last.ckpt"
@@ -45,67 +41,6 @@ LAST = "last.ckpt"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CHECKPOINT_FOLDER = "checkpoints"
 _VERSION = re.compile(r"^version_(\d+)$")
-
-
-def check_checkpoint_file(path: str | Path) -> Path:
-    """The cheap checks of :func:`read_checkpoint`: the file exists and is a zip archive.
-
-    Raises:
-        UserError: one line naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
-    # torch.save writes a zip archive; anything else (a config, a truncated copy) would fail
-    # deep inside torch.load with an unrelated error.
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"{path}: not a checkpoint file (not the zip archive torch.save writes)")
-    return path
-
-
-def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Loads a Lightning checkpoint after checking it; see the module docstring.
-
-    Raises:
-        UserError: one line naming the file and what is wrong with it.
-    """
-    path = check_checkpoint_file(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise UserError(f"{path}: damaged checkpoint ({err})") from None
-    if damaged is not None:
-        raise UserError(f"{path}: damaged checkpoint (checksum mismatch in {damaged})")
-    checkpoint = _safe_load(path, map_location)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
-        raise UserError(f"{path}: not a Lightning checkpoint (no 'state_dict' and 'pytorch-lightning_version' entries)")
-    for name, tensor in checkpoint["state_dict"].items():
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UserError(f"{path}: the weights are not finite ({name} holds NaN or Inf): a diverged or damaged model")
-    return checkpoint
-
-
-def _safe_load(path: Path, map_location: Any, mmap: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True``, its failures as one line."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0] if str(err) else "objects other than tensors and plain data"
-        raise UserError(
-            f"{path}: refused: the checkpoint holds pickled objects that are not plain data "
-            f"and could run code when loaded ({reason[:160]})"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise UserError(f"{path}: damaged checkpoint ({str(err).splitlines()[0][:200]})") from None
-
-
-def peek_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The small entries of a checkpoint (step, epoch, callback states) without reading its tensors."""
-    checkpoint = _safe_load(check_checkpoint_file(path), "cpu", mmap=True)
-    if not isinstance(checkpoint, dict):
-        raise UserError(f"{path}: not a Lightning checkpoint")
-    return {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -40,12 +40,11 @@ from mrirecon.core import atomic
 from mrirecon.errors import UserError
 from mrirecon.evaluation.provenance import checkpoint_record
 from mrirecon.lightning.callbacks import PhaseLines, ReconstructionWriter
+from mrirecon.core.checkpoint_files import check_checkpoint_file, peek_checkpoint
 from mrirecon.lightning.checkpoints import (
     BestCheckpoint,
     LastCheckpoint,
-    check_checkpoint_file,
     SafeCheckpointIO,
-    peek_checkpoint,
     resolve_checkpoint,
     run_folder_of,
     run_version,

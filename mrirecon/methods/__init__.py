@@ -6,6 +6,7 @@ command-line parser adds them to the one config schema (training ignores them).
 
 from mrirecon.methods.base import ImageNetworkMethod, KSpaceNetworkMethod, ReconMethod, as_method
 from mrirecon.methods.cs_tv import CSTV, CSTVSettings
+from mrirecon.methods.trained import TrainedModel, network_from_checkpoint
 from mrirecon.methods.zero_filled import ZeroFilled
 
 CONFIG_SECTIONS = {"cs_tv": CSTVSettings}
@@ -17,6 +18,8 @@ __all__ = [
     "ImageNetworkMethod",
     "KSpaceNetworkMethod",
     "ReconMethod",
+    "TrainedModel",
     "ZeroFilled",
     "as_method",
+    "network_from_checkpoint",
 ]

@@ -17,7 +17,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -26,7 +25,7 @@ import yaml
 from cli_helpers import REPO, Result, assert_ok, assert_user_error, events, load_ckpt, run_cli, scalar_steps, write_config
 from mrirecon.errors import UserError
 from mrirecon.evaluation.results import write_results
-from mrirecon.lightning.checkpoints import read_checkpoint
+from mrirecon.core.checkpoint_files import read_checkpoint
 
 STEPS_PER_EPOCH = 3  # 3 training volumes x 4 slices, batch size 4
 FAULTS = REPO / "tests" / "faults.py"

@@ -1,0 +1,107 @@
+"""``mrirecon reconstruct``: a trained model on single files, k-space in, fastMRI-format images out.
+
+    mrirecon reconstruct --ckpt_path CKPT INPUT.h5 [INPUT.h5 ...] --out OUT/ [--acceleration 4]
+
+Each input is a fastMRI-format file. A file that carries its own ``mask`` (the real test and
+challenge files) is reconstructed with it; otherwise ``--acceleration`` chooses one of the
+training masks, drawn as ``mrirecon predict`` draws them (fixed by the file name), so the result
+equals predict's for the same file and mask. The mask settings, challenge and reconstruction
+size come from the checkpoint (the DataModule's settings of its fit), or from ``--config``
+(read by the same parser as every command, with its overrides). Outputs are
+``OUT/<file name>`` with key ``reconstruction``, written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mrirecon reconstruct", description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT.h5")
+    parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True, type=Path)
+    parser.add_argument("--out", "--output_dir", dest="out", required=True, type=Path, help="output folder")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="take the data settings from this config (and overrides) instead of the checkpoint")
+    parser.add_argument("--acceleration", type=int, default=None,
+                        help="for files without their own mask: which of the model's accelerations to mask with")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=8)
+    return parser
+
+
+def _data_settings(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """mask_type, center_fractions, accelerations, challenge, crop_size."""
+    from mrirecon.core.checkpoint_files import peek_checkpoint
+    from mrirecon.errors import UserError
+
+    keys = ("mask_type", "center_fractions", "accelerations", "challenge", "crop_size")
+    if args.config is not None:
+        from mrirecon.lightning.cli import build_cli
+
+        cli = build_cli(["--config", str(args.config), *overrides, "--trainer.logger", "false"], run=False)
+        data = cli.config.as_dict()["data"]
+    else:
+        if overrides:
+            raise UserError(f"unrecognized arguments: {' '.join(overrides)} (config overrides need --config)")
+        data = peek_checkpoint(args.ckpt_path).get("datamodule_hyper_parameters") or {}
+        if "accelerations" not in data:
+            raise UserError(f"{args.ckpt_path}: the checkpoint does not record its data settings; pass --config")
+    return {k: data.get(k) for k in keys}
+
+
+def main(argv: list[str]) -> int:
+    args, overrides = _parser().parse_known_args(argv)
+    import numpy as np
+
+    from mrirecon.core.atomic import check_writable_folder
+    from mrirecon.core.masks import ColumnMaskSampler
+    from mrirecon.data.volumes import read_volume_info
+    from mrirecon.errors import UserError
+    from mrirecon.evaluation.submission import write_reconstruction
+    from mrirecon.methods.trained import TrainedModel
+
+    settings = _data_settings(args, overrides)
+    try:
+        masks = ColumnMaskSampler(settings["mask_type"] or "random", settings["center_fractions"], settings["accelerations"])
+    except ValueError as err:
+        raise UserError(f"data.{err}") from None
+    out = check_writable_folder(args.out)
+    model = TrainedModel.from_checkpoint(args.ckpt_path, args.device)
+    crop = tuple(settings["crop_size"]) if settings.get("crop_size") else None
+    for path in args.inputs:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        info = read_volume_info(path, settings["challenge"] or "singlecoil", check_finite=True, crop_size=crop)
+        if info.fixed_mask is not None:
+            mask, num_low = np.asarray(info.fixed_mask), info.fixed_num_low_frequencies
+            acceleration = info.acceleration or mask.size / mask.sum()
+        else:
+            accelerations = [acc for _, acc in masks.pairs]
+            if args.acceleration not in accelerations:
+                raise UserError(f"{path}: has no mask of its own: choose --acceleration from {accelerations}")
+            pair = accelerations.index(args.acceleration)
+            mask, num_low = masks.fixed(path.name, info.num_cols, pair, info.padding)
+            acceleration = args.acceleration
+        images = model.reconstruct(read_kspace(path), mask, info.reconstruction_size(crop), num_low, args.batch_size)
+        if not np.isfinite(images).all():
+            raise UserError(f"{path}: the reconstruction is not finite (a diverged or damaged model)")
+        target = out / path.name
+        write_reconstruction(target, images, {"acceleration": float(acceleration)})
+        print(f"{path} -> {target} ({float(acceleration):g}x, {images.shape[0]} slices of {images.shape[1]}x{images.shape[2]})")
+    return 0
+
+
+def read_kspace(path: Path):
+    """The ``kspace`` of a file, complex64, with a one-line error."""
+    import h5py
+    import numpy as np
+
+    from mrirecon.errors import UserError
+
+    try:
+        with h5py.File(path, "r") as hf:
+            return np.asarray(hf["kspace"], dtype=np.complex64)
+    except (OSError, KeyError) as err:
+        raise UserError(f"{path}: cannot read 'kspace' ({str(err).split('(')[0].strip()})") from None

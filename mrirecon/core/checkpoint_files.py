@@ -1,0 +1,80 @@
+"""Reading checkpoint files safely, without Lightning: for training, evaluation and inference.
+
+:func:`read_checkpoint` refuses, with one line naming the file: a missing file, a file that is
+not a zip archive, a damaged archive (every member's CRC is checked: ``torch.load`` does not),
+a checkpoint that holds pickled objects other than plain data (always loaded with
+``weights_only=True``: mrirecon's checkpoints never need more, and more would let a crafted
+file run code), a file that is not a Lightning checkpoint, and non-finite weights.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mrirecon.errors import UserError
+
+
+def check_checkpoint_file(path: str | Path) -> Path:
+    """The cheap checks of :func:`read_checkpoint`: the file exists and is a zip archive.
+
+    Raises:
+        UserError: one line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    # torch.save writes a zip archive; anything else (a config, a truncated copy) would fail
+    # deep inside torch.load with an unrelated error.
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a checkpoint file (not the zip archive torch.save writes)")
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Loads a Lightning checkpoint after checking it; see the module docstring.
+
+    Raises:
+        UserError: one line naming the file and what is wrong with it.
+    """
+    path = check_checkpoint_file(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise UserError(f"{path}: damaged checkpoint ({err})") from None
+    if damaged is not None:
+        raise UserError(f"{path}: damaged checkpoint (checksum mismatch in {damaged})")
+    checkpoint = _safe_load(path, map_location)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
+        raise UserError(f"{path}: not a Lightning checkpoint (no 'state_dict' and 'pytorch-lightning_version' entries)")
+    for name, tensor in checkpoint["state_dict"].items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: the weights are not finite ({name} holds NaN or Inf): a diverged or damaged model")
+    return checkpoint
+
+
+def _safe_load(path: Path, map_location: Any, mmap: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True``, its failures as one line."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        reason = str(err).splitlines()[0] if str(err) else "objects other than tensors and plain data"
+        raise UserError(
+            f"{path}: refused: the checkpoint holds pickled objects that are not plain data "
+            f"and could run code when loaded ({reason[:160]})"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        raise UserError(f"{path}: damaged checkpoint ({str(err).splitlines()[0][:200]})") from None
+
+
+def peek_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The small entries of a checkpoint (step, epoch, callback states) without reading its tensors."""
+    checkpoint = _safe_load(check_checkpoint_file(path), "cpu", mmap=True)
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path}: not a Lightning checkpoint")
+    return {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
