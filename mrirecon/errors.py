@@ -27,3 +27,7 @@ class UserError(Exception):
             if found:
                 message = found.group(1).strip()
         super().__init__(message)
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or Inf (a learning rate too high, bad data)."""

@@ -312,6 +312,43 @@ def _load_cache(path: Path) -> dict:
     return cache.get("files", {}) if isinstance(cache, dict) and cache.get("version") == CACHE_VERSION else {}
 
 
+def _scan_one(path: Path, entry: dict | None, challenge: Challenge, check_finite: bool,
+              crop_size: tuple[int, int] | None) -> tuple[VolumeInfo, bool, list[int]]:
+    """One file's metadata: from its cache entry where that still holds, else read and checked."""
+    stamp = _stamp(path)
+    info = _from_json(entry["info"]) if entry and entry["stamp"] == stamp else None
+    finite_checked = bool(entry and entry["finite_checked"])
+    if info is None or (check_finite and not finite_checked):
+        return read_volume_info(path, challenge, check_finite, crop_size), check_finite, stamp
+    if info.target_key is not None and size_key(check_reconstruction_size(info, crop_size)) not in info.target_max:
+        fresh = read_volume_info(path, challenge, False, crop_size)
+        info = dataclasses.replace(info, target_max={**info.target_max, **fresh.target_max})
+    else:
+        check_reconstruction_size(info, crop_size)
+    return info, finite_checked, stamp
+
+
+def _scan_one_safely(args: tuple) -> tuple[VolumeInfo, bool, list[int]] | UserError:
+    try:
+        return _scan_one(*args)
+    except UserError as err:
+        return err
+
+
+# Reading is done by several processes (h5py holds one lock per process) when this many files
+# need it, with a progress bar on a terminal.
+_PARALLEL_FROM = 16
+
+
+def _executor():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the workers need nothing but this module, already imported (spawn re-imports torch).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    return ProcessPoolExecutor(max_workers=min(8, os.cpu_count() or 1), mp_context=multiprocessing.get_context(method))
+
+
 def scan_volumes(
     folder: Path,
     challenge: Challenge,
@@ -324,7 +361,9 @@ def scan_volumes(
 
     A cached entry is reused only for the same resolved file with the same size and mtime, only
     if it was made with at least the checks asked for now, and only if it knows the target's
-    scored maximum at this reconstruction size.
+    scored maximum at this reconstruction size. Files that must be read (a first scan of a large
+    download: the NaN/Inf check reads every byte) are read by several processes, with a
+    progress bar on a terminal.
 
     Args:
         folder: a split folder of ``*.h5`` files.
@@ -338,31 +377,40 @@ def scan_volumes(
     Raises:
         UserError: for a missing or empty folder and (without ``on_error``) the first bad file.
     """
+    from tqdm import tqdm
+
+    folder = Path(folder)
     files = list_volume_files(folder)
     cache_path = _cache_file(folder, challenge)
     entries = _load_cache(cache_path) if use_cache else {}
+    jobs = [(path, entries.get(str(path.resolve())), challenge, check_finite, crop_size) for path in files]
+    cached = [entry is not None and entry["stamp"] == _stamp(path) and (entry["finite_checked"] or not check_finite)
+              for path, entry, *_ in jobs]
+    to_read = len(files) - sum(cached)
+    progress = tqdm(total=len(files), desc=f"checking {folder.name}", unit="file", disable=None if to_read >= _PARALLEL_FROM else True,
+                    leave=False)
+    if to_read >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1:
+        with _executor() as pool:
+            results = []
+            for result in pool.map(_scan_one_safely, jobs, chunksize=4):
+                results.append(result)
+                progress.update()
+    else:
+        results = []
+        for job in jobs:
+            results.append(_scan_one_safely(job))
+            progress.update()
+    progress.close()
     infos, fresh = [], {}
-    for path in files:
-        key = str(path.resolve())
-        entry = entries.get(key)
-        try:
-            stamp = _stamp(path)
-            info = _from_json(entry["info"]) if entry and entry["stamp"] == stamp else None
-            finite_checked = bool(entry and entry["finite_checked"])
-            if info is None or (check_finite and not finite_checked):
-                info, finite_checked = read_volume_info(path, challenge, check_finite, crop_size), check_finite
-            elif info.target_key is not None and size_key(check_reconstruction_size(info, crop_size)) not in info.target_max:
-                fresh_info = read_volume_info(path, challenge, False, crop_size)
-                info = dataclasses.replace(info, target_max={**info.target_max, **fresh_info.target_max})
-            else:
-                check_reconstruction_size(info, crop_size)
-        except UserError as err:
+    for path, result in zip(files, results):
+        if isinstance(result, UserError):
             if on_error is None:
-                raise
-            on_error(path, err)
+                raise result
+            on_error(path, result)
             continue
+        info, finite_checked, stamp = result
         infos.append(info)
-        fresh[key] = {"stamp": stamp, "finite_checked": finite_checked, "info": _to_json(info)}
+        fresh[str(path.resolve())] = {"stamp": stamp, "finite_checked": finite_checked, "info": _to_json(info)}
     if use_cache and fresh != entries:
         try:
             atomic.write_text(cache_path, json.dumps({"version": CACHE_VERSION, "files": fresh}))

@@ -28,7 +28,7 @@ from torch import nn
 from mrirecon.core.metrics import VolumeMetricAccumulator
 from mrirecon.core.transforms import normalize
 from mrirecon.data.batch import KSpaceBatch, normalized_target
-from mrirecon.errors import UserError
+from mrirecon.errors import TrainingDiverged, UserError
 from mrirecon.evaluation.provenance import dataset_record, provenance
 from mrirecon.evaluation.results import format_acquisition_table, format_table, write_results
 from mrirecon.lightning.distributed import gather_objects
@@ -142,7 +142,7 @@ class ReconModule(pl.LightningModule):
         if step >= 0:
             last = next((c.path for c in self.trainer.callbacks if hasattr(c, "every_n_train_steps") and c.path), None)
             kept = f"; {last} keeps the last finite state" if last is not None and Path(last).is_file() else ""
-            raise UserError(
+            raise TrainingDiverged(
                 f"training loss is NaN or Inf at step {step} (epoch {self.current_epoch}): training stopped "
                 f"without saving{kept}; lower the learning rate or check the data"
             )

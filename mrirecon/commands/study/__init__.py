@@ -41,7 +41,7 @@ __all__ = [
 
 
 def main(argv: list[str]) -> int:
-    """``mrirecon study [--quick] [--out DIR] [--root DIR] [--force] [--dry-run]``."""
+    """``mrirecon study [--quick] [--out DIR] [--root DIR] [--force] [--dry_run]``."""
     parser = argparse.ArgumentParser(
         prog="mrirecon study",
         description="Train one U-Net under a grid of optimisers/learning rates and normalisation layers, "
@@ -51,8 +51,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--root", type=Path, default=None, help="TensorBoard root of the runs (default runs/study/quick or runs/study/full)")
     parser.add_argument("--out", type=Path, default=Path("docs/study"), help="folder for optimizers.png, norms.png, results.md")
     parser.add_argument("--force", action="store_true", help="retrain runs that have already finished")
-    parser.add_argument("--dry-run", action="store_true", help="list the planned runs and whether each is done, train nothing")
-    parser.add_argument("--target-ssim", type=float, default=None, help="SSIM for the steps-to-target column (default: see results.md)")
+    parser.add_argument("--dry_run", "--dry-run", dest="dry_run", action="store_true",
+                        help="list the planned runs and whether each is done, train nothing")
+    parser.add_argument("--target_ssim", "--target-ssim", dest="target_ssim", type=float, default=None,
+                        help="SSIM for the steps-to-target column (default: see results.md)")
     args = parser.parse_args(argv)
 
     grid = QUICK if args.quick else FULL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import traceback
@@ -9,10 +10,11 @@ import warnings
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from mrirecon.commands.study.events import load_scalars
 from mrirecon.commands.study.grid import Grid, Plan, Run, fit_args
-from mrirecon.errors import UserError
+from mrirecon.errors import TrainingDiverged, UserError
 
 
 def run_state(run: Run, grid: Grid, root: Path) -> str:
@@ -57,27 +59,35 @@ def run_study(plan: Plan, root: Path, force: bool = False) -> list[str]:
     failed = []
     trained = 0
     start = time.perf_counter()
-    for i, run in enumerate(plan.runs, 1):
+    # One overall bar with an ETA; each run's own lines go to <run>.log beside its folder.
+    bar = tqdm(plan.runs, desc="study", unit="run")
+    for run in bar:
         run_dir = root / run.name / run.version
         state = "todo" if force else run_state(run, grid, root)
         if state == "done":
-            print(f"[{i}/{len(plan.runs)}] {run_dir}: done, skipped", flush=True)
             continue
         # A partial or forced run restarts from scratch: appending to old events would mix runs.
         shutil.rmtree(run_dir, ignore_errors=True)
-        print(f"[{i}/{len(plan.runs)}] {run_dir}: training", flush=True)
+        bar.set_postfix_str(f"{run.name}/{run.version}")
         trained += 1
-        t0 = time.perf_counter()
+        log = run_dir.with_suffix(".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with warnings.catch_warnings():
+            with open(log, "w") as out, contextlib.redirect_stdout(out), warnings.catch_warnings():
                 # LightningCLI warns that sys.argv (the study's own) differs from the args given.
                 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
                 run_lightning_cli(fit_args(run, grid, root))
+        except TrainingDiverged as err:  # a diverging configuration is a result, not the end
+            tqdm.write(f"{run.name}/{run.version}: {err}")
+            failed.append(f"{run.name}/{run.version}")
         except UserError:
             raise
-        except Exception:  # noqa: BLE001 - one diverging configuration must not end the study
-            traceback.print_exc()
+        except Exception:  # noqa: BLE001 - one failing configuration must not end the study
+            with open(log, "a") as out:
+                traceback.print_exc(file=out)
+            tqdm.write(f"{run.name}/{run.version}: failed, see {log}")
             failed.append(f"{run.name}/{run.version}")
-        print(f"[{i}/{len(plan.runs)}] {run_dir}: {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"study: trained {trained} of {len(plan.runs)} runs in {time.perf_counter() - start:.0f} s", flush=True)
+    bar.close()
+    print(f"study: trained {trained} of {len(plan.runs)} runs in {time.perf_counter() - start:.0f} s "
+          f"({len(plan.runs) - trained} were done already)", flush=True)
     return failed
