@@ -48,6 +48,13 @@ def describe_network(net: nn.Module) -> dict[str, Any]:
     return {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": args}
 
 
+def compile_unets(net: nn.Module) -> None:
+    """``torch.compile`` every U-Net inside ``net`` (its forward; the weights keep their names)."""
+    for module in net.modules():
+        if isinstance(module, Unet):
+            module.forward = torch.compile(module.forward)
+
+
 def default_method_name(net: nn.Module) -> str:
     """``unet`` for Unet, ``varnet`` for VarNet, ``cs-tv`` for CSTV, ``zero-filled`` for ZeroFilled."""
     name = type(net).__name__
@@ -65,6 +72,10 @@ class ReconModule(pl.LightningModule):
         num_log_images: validation slices shown in TensorBoard each epoch (fixed slices).
         method_name: the name of this model in result tables (default: from the network's
             class, ``unet``, ``varnet``, ``cs-tv``, ...).
+        channels_last: keep the network's weights and image inputs in channels-last memory
+            layout (faster convolutions on recent GPUs, above all with bf16).
+        compile: ``torch.compile`` the network's U-Nets (the complex k-space chain, FFTs and
+            data consistency stay eager); the first steps then take longer.
     """
 
     def __init__(
@@ -73,6 +84,8 @@ class ReconModule(pl.LightningModule):
         loss: Literal["l1", "ssim"] = "l1",
         num_log_images: int = 4,
         method_name: Optional[str] = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = net if net is not None else Unet()
@@ -80,7 +93,10 @@ class ReconModule(pl.LightningModule):
         # A second call (not `self.hparams[...] = ...`) so that hparams_initial, which the
         # loggers write to hparams.yaml, holds the network too.
         self.save_hyperparameters({"net": describe_network(self.net)})
-        self.method = as_method(self.net)  # a plain object: the parameters stay under net.*
+        self.channels_last = channels_last
+        self.compile = compile
+        self._compiled = False
+        self.method = as_method(self.net, channels_last=channels_last)  # a plain object: parameters stay under net.*
         self.loss_name = loss
         self.ssim_loss = SSIMLoss() if loss == "ssim" else None
         self.num_log_images = num_log_images
@@ -110,6 +126,12 @@ class ReconModule(pl.LightningModule):
         return self.method(batch)
 
     def _loss(self, recon: torch.Tensor, batch: KSpaceBatch) -> torch.Tensor:
+        # In float32 whatever the autocast state: SSIM's local variances and fastMRI-scale
+        # intensities (1e-4) lose their digits in bfloat16.
+        with torch.autocast(device_type=recon.device.type, enabled=False):
+            return self._full_precision_loss(recon.float(), batch)
+
+    def _full_precision_loss(self, recon: torch.Tensor, batch: KSpaceBatch) -> torch.Tensor:
         if self.ssim_loss is None:
             return F.l1_loss(normalize(recon, batch.mean, batch.std).unsqueeze(1), normalized_target(batch))
         # SSIM is scale invariant once data_range scales too: dividing by the data range keeps
@@ -119,6 +141,13 @@ class ReconModule(pl.LightningModule):
         target = batch.target.unsqueeze(1) / scale
         return self.ssim_loss(pred, target, torch.ones_like(batch.max_value, dtype=torch.float32))
 
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile and not self._compiled:
+            compile_unets(self.net)
+            self._compiled = True
+
     # --- training ----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         if self.hparams_table and self.trainer.is_global_zero:
@@ -126,7 +155,9 @@ class ReconModule(pl.LightningModule):
 
     def training_step(self, batch: KSpaceBatch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(self(batch), batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch.size)
+        # Not on the progress bar: showing it would wait for the GPU after every step; it is
+        # read when Lightning logs (every log_every_n_steps steps).
+        self.log("train/loss", loss, batch_size=batch.size)
         step = torch.full_like(self._first_nonfinite_step, self.global_step)
         first = self._first_nonfinite_step
         self._first_nonfinite_step = torch.where((first < 0) & ~torch.isfinite(loss.detach()), step, first)
@@ -285,8 +316,13 @@ class ReconModule(pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # The lr this step uses. Not in on_train_batch_end: Lightning steps epoch-interval
         # schedulers before that hook on an epoch's last batch, so it would show the next epoch's.
-        if self.trainer.optimizers:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        # Straight to the logger, at the steps Lightning logs train/loss: self.log would put a
+        # Python number on the GPU every step.
+        trainer = self.trainer
+        if trainer.optimizers and trainer.is_global_zero and self.logger is not None:
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            if (step + 1) % max(trainer.log_every_n_steps, 1) == 0:
+                self.logger.log_metrics({"train/lr": trainer.optimizers[0].param_groups[0]["lr"]}, step=step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=1e-3)

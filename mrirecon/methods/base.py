@@ -37,15 +37,21 @@ class ImageNetworkMethod:
 
     The input is the zero-filled image standardised by its own mean and std and clamped to ±6;
     the output is mapped back to image units with the same statistics.
+
+    Args:
+        net: the network.
+        channels_last: hand the input over in channels-last layout.
     """
 
     needs_kspace = False
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, channels_last: bool = False) -> None:
         self.net = net
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, batch: KSpaceBatch) -> torch.Tensor:
-        output = self.net(network_input(batch)).squeeze(1)
+        image = network_input(batch).contiguous(memory_format=self.memory_format)
+        output = self.net(image).squeeze(1)
         return unnormalize(output, batch.mean, batch.std)
 
 
@@ -69,15 +75,15 @@ class KSpaceNetworkMethod:
         return crop_target(image, batch.crop_size)
 
 
-def as_method(net: nn.Module) -> ReconMethod:
+def as_method(net: nn.Module, channels_last: bool = False) -> ReconMethod:
     """The method behind a network or method module.
 
     Modules that take batches (``ZeroFilled``, ``CSTV``) are methods already; a module with
     ``input_domain = "kspace"`` (``VarNet``) is wrapped as a k-space network; any other module
-    as an image network.
+    as an image network (``channels_last``: its input in channels-last layout).
     """
     if hasattr(net, "needs_kspace"):
         return net  # type: ignore[return-value]
     if getattr(net, "input_domain", "image") == "kspace":
         return KSpaceNetworkMethod(net)
-    return ImageNetworkMethod(net)
+    return ImageNetworkMethod(net, channels_last)

@@ -18,9 +18,12 @@ from mrirecon.core.metrics import (
 )
 
 SHAPES = [(5, 37, 53), (3, 64, 64), (2, 17, 20), (1, 7, 7)]
-SSIM_TOL = 1e-4
-NMSE_TOL = 1e-4
-PSNR_TOL_DB = 1e-3
+# fastmri.evaluate computes in float32 for float32 inputs; we agree to far less than these.
+SSIM_TOL = 1e-6
+NMSE_TOL = 1e-6
+PSNR_TOL_DB = 1e-5
+# How far the wrong SSIM variants land from fastMRI's at least (they must be told apart).
+VARIANT_GAP = 3e-4
 
 
 def image_like(shape, seed, scale=1.0, noise=0.02):
@@ -69,7 +72,7 @@ def reference(target, pred):
 
 def assert_matches(ours, ref):
     assert ours["ssim"] == pytest.approx(ref["ssim"], abs=SSIM_TOL)
-    assert ours["nmse"] == pytest.approx(ref["nmse"], abs=NMSE_TOL, rel=1e-4)
+    assert ours["nmse"] == pytest.approx(ref["nmse"], abs=NMSE_TOL, rel=1e-6)
     assert ours["psnr"] == pytest.approx(ref["psnr"], abs=PSNR_TOL_DB)
 
 
@@ -122,7 +125,7 @@ def test_test_data_separates_wrong_ssim_variants(kind):
     ours = volume_metrics(torch.from_numpy(target), torch.from_numpy(pred))["ssim"]
     assert ours == pytest.approx(ref, abs=SSIM_TOL)
     for name, per_slice in variants.items():
-        assert abs(np.mean(per_slice) - ref) > 3 * SSIM_TOL, name
+        assert abs(np.mean(per_slice) - ref) > VARIANT_GAP, name
 
 
 def test_ssim_per_slice_matches_skimage_with_given_data_range():
