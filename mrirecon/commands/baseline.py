@@ -10,6 +10,10 @@ the config's ``cs_tv:`` section (:class:`~mrirecon.methods.CSTVSettings`).
 evaluated one is touched: each λ of the grid reconstructs that split, the best mean SSIM per
 acceleration wins, and the evaluated split is then reconstructed once with the winners
 (``tuning.csv`` and ``summary.json`` record the grid and the choice).
+
+``--split test ood`` reconstructs several splits with one choice of λ, each into
+``<output_dir>/<split>`` (what ``mrirecon report --split test ood`` reads as
+``--method cs-tv=<output_dir>/{split}``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--config", required=True, type=Path, help="a training config (its data: and cs_tv: sections)")
-    parser.add_argument("--split", default=None, help="split to reconstruct (default: data.test_split, i.e. test)")
+    parser.add_argument("--split", nargs="+", default=None,
+                        help="split(s) to reconstruct (default: data.test_split, i.e. test); several go to "
+                        "<output_dir>/<split>")
     parser.add_argument("--output_dir", "--output-dir", dest="output_dir", type=Path, default=None,
                         help="default: runs/baselines/<config name>/<method>")
     parser.add_argument("--lam_grid", "--lam-grid", dest="lam_grid", type=float, nargs="+", default=None,
@@ -76,23 +82,48 @@ def run_baseline(method: str, config: Path, output_dir: Path | None = None, over
                  split: str | None = None, progress: bool = True, lam_grid: list[float] | None = None,
                  tune_split: str = "val") -> Path:
     """Reconstructs and scores a split with one baseline; returns the output folder."""
-    # Imported here: `mrirecon baseline --help` must not pay for Lightning.
+    return run_baselines(method, config, output_dir, overrides, [split] if split else None, progress, lam_grid,
+                         tune_split)[split]
+
+
+def run_baselines(method: str, config: Path, output_dir: Path | None = None, overrides: list[str] | None = None,
+                  splits: list[str] | None = None, progress: bool = True, lam_grid: list[float] | None = None,
+                  tune_split: str = "val") -> dict[str | None, Path]:
+    """Reconstructs and scores each split (``None``: the config's test split) with one baseline.
+
+    With ``lam_grid``, CS-TV's λ is chosen once, on ``tune_split``, for every split. One split
+    is written into ``output_dir``, several each into ``output_dir/<split>``.
+
+    Returns:
+        split -> its output folder.
+    """
     from mrirecon.core.atomic import check_writable_folder
+    from mrirecon.errors import UserError
+
+    splits = list(dict.fromkeys(splits or [None]))
+    out = check_writable_folder(output_dir or Path("runs") / "baselines" / config.stem / method)
+    tuning = {}
+    if lam_grid:
+        if method != "cs-tv":
+            raise UserError("--lam_grid: only cs-tv has a lambda")
+        chosen = tune_lambda(config, out, lam_grid, overrides, tune_split, progress)
+        overrides = [*(overrides or []), "--cs_tv.lam", json.dumps(chosen)]
+        tuning = {"lam_grid": lam_grid, "tuned_on": tune_split, "lam_chosen": chosen}
+    outputs = {}
+    for split in splits:
+        target = out if len(splits) == 1 else check_writable_folder(out / split)
+        outputs[split] = _run_one(method, config, target, overrides, split, progress, tuning)
+    return outputs
+
+
+def _run_one(method: str, config: Path, out: Path, overrides: list[str] | None, split: str | None,
+             progress: bool, tuning: dict) -> Path:
+    # Imported here: `mrirecon baseline --help` must not pay for Lightning.
     from mrirecon.lightning.callbacks import ReconstructionWriter
     from mrirecon.lightning.cli import build_cli
     from mrirecon.lightning.module import ReconModule
     from mrirecon.methods import CSTV, ZeroFilled
 
-    out = check_writable_folder(output_dir or Path("runs") / "baselines" / config.stem / method)
-    tuning = {}
-    if lam_grid:
-        if method != "cs-tv":
-            from mrirecon.errors import UserError
-
-            raise UserError("--lam_grid: only cs-tv has a lambda")
-        chosen = tune_lambda(config, out, lam_grid, overrides, tune_split, progress)
-        overrides = [*(overrides or []), "--cs_tv.lam", json.dumps(chosen)]
-        tuning = {"lam_grid": lam_grid, "tuned_on": tune_split, "lam_chosen": chosen}
     argv = ["--config", str(config), *(overrides or []), "--trainer.logger", "false",
             "--trainer.enable_progress_bar", str(progress).lower()]
     if split:
@@ -124,6 +155,6 @@ def run_baseline(method: str, config: Path, output_dir: Path | None = None, over
 
 def main(argv: list[str]) -> int:
     args, overrides = _parser().parse_known_args(argv)
-    run_baseline(args.method, args.config, args.output_dir, overrides, args.split, progress=not args.no_progress,
-                 lam_grid=args.lam_grid, tune_split=args.tune_split)
+    run_baselines(args.method, args.config, args.output_dir, overrides, args.split, progress=not args.no_progress,
+                  lam_grid=args.lam_grid, tune_split=args.tune_split)
     return 0

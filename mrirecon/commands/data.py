@@ -15,7 +15,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="write a fastMRI-format dataset simulated from real anatomy")
     sim.add_argument("--out", required=True, type=Path, help="dataset folder to create")
-    sim.add_argument("--preset", default="demo", help="demo (CPU, small) or full (320 recon, GPU)")
+    sim.add_argument("--preset", default="demo", help="demo (CPU, small; the default), demo-random (the demo with domain-randomised train and val "
+                          "splits), ood (an out-of-distribution split from the head named by --source, added "
+                          "beside the others), full (320 recon, GPU)")
     sim.add_argument("--challenge", default="singlecoil", choices=["singlecoil", "multicoil"])
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(
@@ -25,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--recon_size", "--recon-size", dest="recon_size", type=int, default=None,
                      help="override the preset's reconstruction size")
-    sim.add_argument("--overwrite", action="store_true", help="replace a previous simulation in --out")
+    sim.add_argument("--overwrite", action="store_true", help="replace split folders of a previous simulation in --out")
     sim.add_argument("--no_progress", "--no-progress", dest="no_progress", action="store_true")
 
     chk = sub.add_parser("check", help="validate a dataset folder and print a summary")

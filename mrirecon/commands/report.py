@@ -10,6 +10,11 @@ against the split's targets, exactly as ``mrirecon test`` scores (see
 A name given several times (``--method unet=seed0.ckpt --method unet=seed1.ckpt``) names runs
 of one method, such as training seeds: the table shows the mean over its runs and their range,
 and ``metrics.csv`` keeps every run (``unet[1]``, ``unet[2]``, ...).
+
+Several splits (``--split test ood``: in- and out-of-distribution) give one report per split in
+``<out>/<split>/`` and, in ``<out>/report.md``, the tables side by side; a folder given for a
+method names its split with ``{split}`` (``--method cs-tv=runs/cs-tv/{split}``, as
+``mrirecon baseline --split test ood`` writes them).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, type=Path, help="the training config (data folder, challenge)")
     parser.add_argument("--method", action="append", required=True, metavar="NAME=PATH",
                         help="a reconstruction folder (from predict/baseline) or a checkpoint; repeat per method")
-    parser.add_argument("--split", default=None, help="default: the config's data.test_split (test)")
+    parser.add_argument("--split", nargs="+", default=None,
+                        help="split(s) to compare on (default: the config's data.test_split, test); with several, "
+                        "a method's folder may hold {split}")
     parser.add_argument("--out", "--output_dir", dest="out", type=Path, default=Path("runs/report"))
     parser.add_argument("--acceleration", type=float, default=None, help="acceleration shown in the figure (default: the lowest)")
     parser.add_argument("--slices", nargs="*", default=None, metavar="FILE:SLICE",
@@ -80,6 +87,31 @@ def run_names(methods: list[tuple[str, Path]]) -> tuple[list[str], dict[str, lis
 
 def main(argv: list[str]) -> int:
     args, overrides = _parser().parse_known_args(argv)
+    from mrirecon.core import atomic
+    from mrirecon.evaluation.results import format_runs_table, format_split_tables
+
+    out = atomic.check_writable_folder(args.out)
+    given = list(map(_parse_method, args.method))
+    splits = list(dict.fromkeys(args.split or [None]))
+    by_split = {}
+    for split in splits:
+        target = out if len(splits) == 1 else atomic.check_writable_folder(out / split)
+        name, runs = _report_split(args, overrides, split, given, target)
+        by_split[name] = runs
+        print(f"\n{name}\n{format_runs_table(runs)}")
+    if len(splits) > 1:
+        sections = "\n\n".join(f"- [{name}]({name}/report.md)" for name in by_split)
+        atomic.write_text(out / "report.md", "# Comparison on " + ", ".join(by_split) + "\n\n"
+                          + format_split_tables(by_split, markdown=True)
+                          + "\n\nSSIM, mean over volumes (and over runs, with their range). Every metric, the "
+                          "figures and the provenance per split:\n\n" + sections + "\n")
+        print(f"\n{format_split_tables(by_split)}\n\n{out / 'report.md'}")
+    return 0
+
+
+def _report_split(args: argparse.Namespace, overrides: list[str], split: str | None,
+                  given: list[tuple[str, Path]], out: Path) -> tuple[str, dict]:
+    """Scores every method on one split into ``out``; returns the split's name and its runs."""
     # Imported here: `mrirecon report --help` must not pay for Lightning.
     from mrirecon.core import atomic
     from mrirecon.errors import UserError
@@ -95,18 +127,17 @@ def main(argv: list[str]) -> int:
     from mrirecon.evaluation.scoring import load_array, reconstruction_root, score_folder
     from mrirecon.lightning.cli import build_cli, run_lightning_cli
 
-    if args.split:
-        overrides = [*overrides, "--data.test_split", args.split]
+    if split:
+        overrides = [*overrides, "--data.test_split", split]
     cli = build_cli(["--config", str(args.config), *overrides, "--trainer.logger", "false"], run=False)
     dm = cli.datamodule
     split = dm.test_split
     volumes = {v.path.name: v for v in dm.evaluation_volumes()}
-    out = atomic.check_writable_folder(args.out)
 
-    given = list(map(_parse_method, args.method))
     names, groups = run_names(given)
     methods: dict[str, Path] = {}
     for run, (name, path) in zip(names, given):
+        path = Path(str(path).replace("{split}", split))
         if path.suffix == ".ckpt":
             if not path.is_file():
                 raise UserError(f"{path}: no such checkpoint file")
@@ -117,7 +148,6 @@ def main(argv: list[str]) -> int:
         elif not path.is_dir():
             raise UserError(f"{path}: no such folder")
         methods[run] = reconstruction_root(path)
-
     per_volume, files = {}, {}
     for run, root in methods.items():
         per_volume[run], files[run] = score_folder(root, volumes, dm.crop_size, run, progress=not args.no_progress)
@@ -158,6 +188,5 @@ def main(argv: list[str]) -> int:
         first = next(iter(files.values()))
         picks = [(f, load_array(first[(f, acc)], "reconstruction").shape[0] // 2) for f in vols[:2]]
     comparison_figure(files, volumes, dm.crop_size, acc, picks, out / "comparison.png")
-    print(format_runs_table(runs))
-    print(f"\n{out / 'report.md'}\n{out / 'report.csv'}\n{out / 'comparison.png'}")
-    return 0
+    print(f"{out / 'report.md'}\n{out / 'report.csv'}\n{out / 'comparison.png'}")
+    return split, runs

@@ -41,6 +41,19 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     Raises:
         UserError: one line naming the file and what is wrong with it.
     """
+    path = _check_archive(path)
+    checkpoint = _safe_load(path, map_location)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
+        raise UserError(f"{path}: not a Lightning checkpoint (no 'state_dict' and 'pytorch-lightning_version' entries)")
+    for name, tensor in checkpoint["state_dict"].items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: the weights are not finite ({name} holds NaN or Inf): a diverged or damaged model")
+    return checkpoint
+
+
+def _check_archive(path: str | Path) -> Path:
+    """:func:`check_checkpoint_file`, then every entry's CRC: a flipped bit is "damaged", not
+    whatever error unpickling or a tensor read would give."""
     path = check_checkpoint_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -49,13 +62,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise UserError(f"{path}: damaged checkpoint ({err})") from None
     if damaged is not None:
         raise UserError(f"{path}: damaged checkpoint (checksum mismatch in {damaged})")
-    checkpoint = _safe_load(path, map_location)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
-        raise UserError(f"{path}: not a Lightning checkpoint (no 'state_dict' and 'pytorch-lightning_version' entries)")
-    for name, tensor in checkpoint["state_dict"].items():
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UserError(f"{path}: the weights are not finite ({name} holds NaN or Inf): a diverged or damaged model")
-    return checkpoint
+    return path
 
 
 def _safe_load(path: Path, map_location: Any, mmap: bool = False) -> Any:
@@ -74,7 +81,7 @@ def _safe_load(path: Path, map_location: Any, mmap: bool = False) -> Any:
 
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
     """The small entries of a checkpoint (step, epoch, callback states) without reading its tensors."""
-    checkpoint = _safe_load(check_checkpoint_file(path), "cpu", mmap=True)
+    checkpoint = _safe_load(_check_archive(path), "cpu", mmap=True)
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path}: not a Lightning checkpoint")
     return {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}

@@ -61,11 +61,15 @@ def apply_column_mask(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask: ``(B, W)`` bool or 0/1 column mask.
 
     Returns:
-        Masked k-space. ``+ 0.0`` turns -0.0 into 0.0 as fastMRI does: signed zeros once leaked
-        which columns were sampled in a released test set.
+        Masked k-space, with +0.0 in the unsampled columns (as fastMRI's ``* mask + 0.0``:
+        signed zeros once leaked which columns were sampled in a released test set), in one
+        pass over the real view, with the mask repeated for real and imaginary parts (a
+        broadcast over that last axis of 2 is much slower).
     """
-    shape = (mask.shape[0],) + (1,) * (kspace.ndim - 2) + (mask.shape[-1],)
-    return kspace * mask.reshape(shape).to(kspace.real.dtype) + 0.0
+    shape = (mask.shape[0],) + (1,) * (kspace.ndim - 2) + (2 * mask.shape[-1],)
+    keep = mask.bool().repeat_interleave(2, dim=-1).reshape(shape)
+    real = torch.view_as_real(kspace).flatten(-2)
+    return torch.view_as_complex(torch.where(keep, real, 0.0).unflatten(-1, (-1, 2)))
 
 
 @full_precision
@@ -74,20 +78,43 @@ def coil_images(kspace: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(fastmri.ifft2c(torch.view_as_real(kspace)))
 
 
+def _checkerboard(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """``(-1) ** (row + col)`` as float32 ``(H, W)``."""
+    rows = 1.0 - 2.0 * (torch.arange(height, device=device) % 2)
+    cols = 1.0 - 2.0 * (torch.arange(width, device=device) % 2)
+    return (rows[:, None] * cols[None, :]).float()
+
+
 @full_precision
-def zero_filled_magnitude(masked_kspace: torch.Tensor, crop_size: tuple[int, int]) -> torch.Tensor:
+def zero_filled_magnitude(kspace: torch.Tensor, crop_size: tuple[int, int],
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse FFT, centre crop, magnitude and root-sum-of-squares over coils.
 
+    fastMRI's ``rss(complex_abs(complex_center_crop(ifft2c(kspace))))``, computed with one
+    multiplication in place of the four shifts: for even sizes the centred inverse FFT is
+    ``(-1)^(n+m) ifft2((-1)^(k+l) x)`` up to a constant sign, and the magnitude drops the output's
+    signs, so the input's checkerboard (and the column mask, when given) is one product. Equal to
+    fastMRI's to float32 rounding (about 1e-7 relative), twice as fast for 15-coil 640 x 368 data.
+
     Args:
-        masked_kspace: complex ``(B, C, H, W)``.
+        kspace: complex ``(B, C, H, W)``, masked already unless ``mask`` is given.
         crop_size: (rows, cols) of the reconstruction, fastMRI's target size.
+        mask: ``(B, W)`` column mask to apply on the way (the masked k-space is not kept).
 
     Returns:
         Real ``(B, rows, cols)`` float32 magnitude image.
     """
-    image = fastmri.ifft2c(torch.view_as_real(masked_kspace))
-    image = complex_center_crop(image, crop_size)
-    return fastmri.rss(fastmri.complex_abs(image), dim=1)
+    height, width = kspace.shape[-2:]
+    if height % 2 or width % 2:  # odd sizes: fastMRI's shifts
+        masked = kspace if mask is None else apply_column_mask(kspace, mask)
+        image = complex_center_crop(fastmri.ifft2c(torch.view_as_real(masked)), crop_size)
+        return fastmri.rss(fastmri.complex_abs(image), dim=1)
+    pattern = _checkerboard(height, width, kspace.device)
+    if mask is not None:
+        pattern = pattern * mask.reshape(mask.shape[0], 1, 1, width).to(pattern.dtype)
+    modulated = kspace * pattern
+    image = complex_center_crop(torch.view_as_real(torch.fft.ifft2(modulated, norm="ortho")), crop_size)
+    return image.square().sum(dim=(1, -1)).sqrt()
 
 
 def crop_target(target: torch.Tensor, crop_size: tuple[int, int]) -> torch.Tensor:
@@ -96,19 +123,10 @@ def crop_target(target: torch.Tensor, crop_size: tuple[int, int]) -> torch.Tenso
 
 
 @full_precision
-def normalize_instance(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-image standardisation, fastMRI's ``normalize_instance`` over a batch.
-
-    Args:
-        image: ``(B, h, w)``.
-
-    Returns:
-        (normalised image, mean ``(B,)``, std ``(B,)``); std is the unbiased estimate as in fastMRI.
-    """
-    flat = image.flatten(1)
-    mean = flat.mean(dim=1)
-    std = flat.std(dim=1)
-    return normalize(image, mean, std), mean, std
+def instance_statistics(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased std ``(B,)`` of each ``(B, h, w)`` image, in one pass (fastMRI's statistics)."""
+    std, mean = torch.std_mean(image.flatten(1), dim=1)
+    return mean, std
 
 
 @full_precision

@@ -70,7 +70,7 @@ def source_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_anatomy(path: str | Path) -> np.ndarray:
+def load_anatomy(path: str | Path, normalise: bool = True) -> np.ndarray:
     """Loads a 3-D anatomical image in a canonical orientation with robustly scaled intensities.
 
     The image is reoriented to the closest RAS+ orientation (first axis towards the patient's
@@ -82,6 +82,7 @@ def load_anatomy(path: str | Path) -> np.ndarray:
     Args:
         path: A NIfTI or MGH file holding one 3-D volume (a trailing singleton 4th axis is
             accepted).
+        normalise: scale and clip the intensities as above (False keeps them, for maps).
 
     Returns:
         A float32 array of shape (x, y, z) with values in [0, 1].
@@ -110,8 +111,9 @@ def load_anatomy(path: str | Path) -> np.ndarray:
     positive = data[data > 0]
     if positive.size == 0:
         raise UserError(f"{path}: image has no positive intensities")
-    # Scale before resampling: interpolation would smear a hot voxel over several.
-    data = np.clip(data / np.percentile(positive, 99.9), 0.0, 1.0)
+    if normalise:
+        # Scale before resampling: interpolation would smear a hot voxel over several.
+        data = np.clip(data / np.percentile(positive, 99.9), 0.0, 1.0)
 
     zooms = np.asarray(image.header.get_zooms()[:3], dtype=np.float64)
     if not np.allclose(zooms, 1.0, atol=0.01):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from mrirecon.core.transforms import CLAMP, apply_column_mask, normalize, normalize_instance, zero_filled_magnitude
+from mrirecon.core.transforms import CLAMP, apply_column_mask, instance_statistics, normalize, zero_filled_magnitude
 from mrirecon.data.dataset import SliceSample
 
 
@@ -79,10 +79,13 @@ def prepare_batch(batch: KSpaceBatch, keep_kspace: bool = True) -> KSpaceBatch:
     if batch.prepared:
         return batch if keep_kspace or batch.kspace is None else batch._replace(kspace=None)
     assert batch.kspace is not None, "an unprepared batch needs its k-space"
-    kspace = apply_column_mask(batch.kspace, batch.mask)
-    zero_filled = zero_filled_magnitude(kspace, batch.crop_size)
-    _, mean, std = normalize_instance(zero_filled)
-    return batch._replace(kspace=kspace if keep_kspace else None, zero_filled=zero_filled, mean=mean, std=std)
+    if keep_kspace:
+        kspace = apply_column_mask(batch.kspace, batch.mask)
+        zero_filled = zero_filled_magnitude(kspace, batch.crop_size)
+    else:  # the mask goes into the inverse FFT's one product; no masked copy is made
+        kspace, zero_filled = None, zero_filled_magnitude(batch.kspace, batch.crop_size, batch.mask)
+    mean, std = instance_statistics(zero_filled)
+    return batch._replace(kspace=kspace, zero_filled=zero_filled, mean=mean, std=std)
 
 
 def network_input(batch: KSpaceBatch) -> torch.Tensor:

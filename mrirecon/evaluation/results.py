@@ -144,6 +144,38 @@ def format_runs_table(runs: Mapping[str, Mapping[str, Mapping[str, Any]]], markd
     return text_table(header, rows)
 
 
+def format_split_tables(by_split: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
+                        markdown: bool = False) -> str:
+    """Several splits side by side: one row per (acceleration, method), SSIM and PSNR per split.
+
+    Args:
+        by_split: split -> what :func:`summarize_runs` returns for it.
+    """
+    splits = list(by_split)
+    header = ["acceleration", "method", "runs"] + [f"{split} {m}" for split in splits for m in ("SSIM", "PSNR (dB)")]
+
+    def cell(e: Mapping[str, Any] | None, metric: str, fmt: str) -> str:
+        if e is None:
+            return "–"
+        v = e[metric]
+        text = format(v["mean"], fmt)
+        return f"{text} ({format(v['min'], fmt)}–{format(v['max'], fmt)})" if e["runs"] > 1 else text
+
+    methods = list(dict.fromkeys(m for runs in by_split.values() for m in runs))
+    accs = sorted({a for runs in by_split.values() for m in runs.values() for a in m}, key=lambda a: float(a.rstrip("x")))
+    rows = []
+    for acc in accs:
+        for method in methods:
+            entries = [by_split[s].get(method, {}).get(acc) for s in splits]
+            if all(e is None for e in entries):
+                continue
+            runs = max(e["runs"] for e in entries if e is not None)
+            rows.append([acc, method, str(runs)] + [c for e in entries for c in (cell(e, "ssim", ".4f"), cell(e, "psnr", ".2f"))])
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows])
+    return text_table(header, rows)
+
+
 def check_finite(per_volume: PerVolume) -> None:
     """Refuses results that would print or store a NaN: a wrong number must never look like one.
 

@@ -368,6 +368,7 @@ _NOISE = (
     r"You are using a custom batch sampler",  # ours returns every index, padding aside
     r"Checkpoint directory .* exists and is not empty",  # a resumed run continues in its folder
     r"The '\w+_dataloader' does not have many workers",  # num_workers is the user's choice
+    r"Be aware that when using `ckpt_path`, callbacks used to create",  # test/predict need no training callbacks
 )
 
 

@@ -112,6 +112,7 @@ class Unet(nn.Module):
         drop_prob: float = 0.0,
         norm: NormKind = "group",
         norm_groups: int = 32,
+        residual: bool = False,
     ) -> None:
         """Builds the network.
 
@@ -126,6 +127,10 @@ class Unet(nn.Module):
                 group) or ``none``.
             norm_groups: Maximum number of groups for ``norm="group"``; each layer uses the
                 largest divisor of its channel count that does not exceed it.
+            residual: add the input to the output, so that the layers learn the correction of
+                the input (for a zero-filled input: its aliasing) and the measured detail,
+                noise included, passes through as it is. fastMRI's U-Net is not residual
+                (False, the default); docs/generalisation.md shows what it changes.
         """
         super().__init__()
         check_positive(in_chans=in_chans, out_chans=out_chans, chans=chans, num_pool_layers=num_pool_layers, norm_groups=norm_groups)
@@ -137,6 +142,9 @@ class Unet(nn.Module):
         self.drop_prob = drop_prob
         self.norm = norm
         self.norm_groups = norm_groups
+        if residual and in_chans != out_chans:
+            raise ValueError(f"residual: needs as many input as output channels, got {in_chans} and {out_chans}")
+        self.residual = residual
 
         def conv_block(cin: int, cout: int) -> ConvBlock:
             return ConvBlock(cin, cout, drop_prob, norm, norm_groups)
@@ -186,4 +194,4 @@ class Unet(nn.Module):
                 output = F.pad(output, [0, pad_right, 0, pad_bottom], "reflect")
             output = torch.cat([output, skip], dim=1)
             output = conv(output)
-        return output
+        return output + image if self.residual else output

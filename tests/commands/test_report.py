@@ -1,4 +1,5 @@
 import csv
+import shutil
 import json
 
 import pytest
@@ -63,3 +64,40 @@ def test_a_repeated_name_is_runs_of_one_method(tiny_singlecoil, tmp_path):
     methods = {r["method"] for r in csv.DictReader(open(out / "metrics.csv"))}
     assert methods == {"zf[1]", "zf[2]"}
     assert "(min–max) over runs" in (out / "report.md").read_text()
+
+
+def test_several_splits_side_by_side_with_one_cs_tv_lambda(tiny_singlecoil, tmp_path):
+    from dataclasses import replace
+
+    from mrirecon.commands.baseline import run_baselines
+    from mrirecon.data.simulate import PRESETS, simulate_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_singlecoil, data)
+    simulate_dataset(data, preset=replace(PRESETS["ood"], recon_size=32, volumes=(2,), slices=4), sources=["mni152"],
+                     progress=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_path": str(data), "num_workers": 0, "center_fractions": [0.08],
+                                               "accelerations": [4]}, "cs_tv": {"iterations": 20}}))
+    outputs = run_baselines("cs-tv", config, tmp_path / "cs", splits=["test", "ood"], progress=False,
+                            lam_grid=[0.001, 0.01])
+    assert outputs == {"test": tmp_path / "cs" / "test", "ood": tmp_path / "cs" / "ood"}
+    chosen = [json.loads((outputs[s] / "summary.json").read_text())["cs_tv"]["lam_chosen"] for s in ("test", "ood")]
+    assert chosen[0] == chosen[1] and (tmp_path / "cs" / "tuning.csv").is_file()  # tuned once, on val
+    zf = run_baselines("zero-filled", config, tmp_path / "zf", splits=["test", "ood"], progress=False)
+
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as done:
+        main(["report", "--config", str(config), "--split", "test", "ood", "--method", f"zf={tmp_path / 'zf'}/{{split}}",
+              "--method", f"cs={tmp_path / 'cs'}/{{split}}", "--out", str(out), "--no_progress"])
+    assert done.value.code == 0
+    text = (out / "report.md").read_text()
+    assert "| acceleration | method | runs | test SSIM | test PSNR (dB) | ood SSIM | ood PSNR (dB) |" in text
+    for split in ("test", "ood"):
+        expected = json.loads((zf[split] / "summary.json").read_text())["methods"]["zero-filled"]["4x"]["ssim"]["mean"]
+        row = next(r for r in csv.DictReader(open(out / split / "report.csv")) if r["method"] == "zf")
+        assert float(row["ssim_mean"]) == pytest.approx(expected, abs=1e-6)
+        assert f"{expected:.4f}" in text
+    ood = json.loads((out / "ood" / "summary.json").read_text())
+    assert ood["split"] == "ood" and set(ood["by_acquisition"]["zf"]["4x"]) == {"AXT1", "AXPD"}
+    assert "## By acquisition" in (out / "ood" / "report.md").read_text()

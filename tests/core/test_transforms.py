@@ -6,7 +6,11 @@ import torch
 from fastmri.data.subsample import create_mask_for_mask_type
 from fastmri.data.transforms import UnetDataTransform
 
+import fastmri
+from fastmri.data.transforms import complex_center_crop
+
 from mrirecon.core.masks import ColumnMaskSampler
+from mrirecon.core.transforms import apply_column_mask, zero_filled_magnitude
 from mrirecon.data.batch import SliceCollator, network_input, normalized_target, prepare_batch
 from mrirecon.data.dataset import SliceSample
 
@@ -29,7 +33,8 @@ def _sample(kspace, target, fname, mask, num_low):
 
 @pytest.mark.parametrize("challenge", ["singlecoil", "multicoil"])
 @pytest.mark.parametrize("on_device", [False, True])
-def test_zero_filled_chain_equals_fastmri_unet_transform(challenge, on_device):
+@pytest.mark.parametrize("keep_kspace", [True, False])
+def test_zero_filled_chain_equals_fastmri_unet_transform(challenge, on_device, keep_kspace):
     rng = np.random.default_rng(0)
     kspace, target = _slice(challenge, rng)
     fname = "file_sim_0001.h5"
@@ -38,9 +43,9 @@ def test_zero_filled_chain_equals_fastmri_unet_transform(challenge, on_device):
     )
     mask, num_low = ColumnMaskSampler("random", [0.08], [4]).fixed(fname, kspace.shape[-1], 0)
     sample = _sample(kspace, target, fname, mask, num_low)
-    batch = SliceCollator(prepare=not on_device)([sample, sample])
+    batch = SliceCollator(prepare=not on_device, keep_kspace=keep_kspace)([sample, sample])
     assert batch.prepared != on_device
-    batch = prepare_batch(batch)  # on the device: after transfer; a no-op when already done
+    batch = prepare_batch(batch, keep_kspace)  # on the device: after transfer; a no-op when already done
     torch.testing.assert_close(network_input(batch)[0, 0], reference.image, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(normalized_target(batch)[0, 0], reference.target, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(batch.mean[0], reference.mean, rtol=1e-6, atol=0)
@@ -49,8 +54,27 @@ def test_zero_filled_chain_equals_fastmri_unet_transform(challenge, on_device):
     torch.testing.assert_close(batch.target[0], torch.from_numpy(target))
     restored = (batch.zero_filled[0] - batch.mean[0]) / (batch.std[0] + 1e-11)
     torch.testing.assert_close(restored.clamp(-6, 6), reference.image, rtol=1e-5, atol=1e-5)
-    assert torch.all(batch.kspace[0, ..., ~torch.from_numpy(mask)] == 0)
+    if keep_kspace:
+        assert torch.all(batch.kspace[0, ..., ~torch.from_numpy(mask)] == 0)
+    else:
+        assert batch.kspace is None
     assert batch.num_low_frequencies.tolist() == [num_low, num_low]
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 52), (2, 63, 51), (1, 64, 51), (1, 30, 24)])
+def test_shift_free_inverse_fft_with_the_mask_on_the_way_equals_fastmri(shape):
+    rng = np.random.default_rng(4)
+    kspace = torch.from_numpy((rng.standard_normal((2, *shape)) + 1j * rng.standard_normal((2, *shape))).astype(np.complex64))
+    mask = torch.from_numpy(rng.uniform(size=(2, shape[-1])) < 0.4)
+    crop = (24, 24)
+    masked = torch.view_as_real(kspace) * mask[:, None, None, :, None] + 0.0
+    reference = fastmri.rss(fastmri.complex_abs(complex_center_crop(fastmri.ifft2c(masked), crop)), dim=1)
+    scale = float(reference.max())
+    for ours in (zero_filled_magnitude(apply_column_mask(kspace, mask), crop), zero_filled_magnitude(kspace, crop, mask)):
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6 * scale)
+    # Unsampled columns hold +0.0, not -0.0 (which would leak the mask).
+    zeros = apply_column_mask(-kspace.abs().to(torch.complex64), mask)[0][..., ~mask[0]]
+    assert not torch.signbit(torch.view_as_real(zeros)).any()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -141,11 +141,20 @@ def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
-def test_overwrite_replaces_a_previous_simulation(tmp_path):
+def test_splits_are_added_beside_others_and_replaced_only_with_overwrite(tmp_path):
     out = _simulate(tmp_path / "data", challenge="multicoil")
-    _simulate(out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == [
-        "simulation.json", "singlecoil_test", "singlecoil_train", "singlecoil_val"]
+    _simulate(out)  # the single-coil splits join the multi-coil ones
+    folders = [f"{c}_{s}" for c in ("multicoil", "singlecoil") for s in SPLITS]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["simulation.json", *folders])
+    before = (out / "singlecoil_val" / "sim_val_0000.h5").read_bytes()
+    with pytest.raises(UserError, match="singlecoil_train exists already"):
+        _simulate(out, seed=3)
+    assert (out / "singlecoil_val" / "sim_val_0000.h5").read_bytes() == before
+    _simulate(out, seed=3, overwrite=True)
+    assert (out / "singlecoil_val" / "sim_val_0000.h5").read_bytes() != before
+    manifest = json.loads((out / "simulation.json").read_text())
+    assert sorted(manifest["splits"]) == sorted(folders)
+    assert manifest["splits"]["singlecoil_val"]["seed"] == 3 and manifest["splits"]["multicoil_val"]["seed"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
@@ -169,6 +178,7 @@ def test_recon_size_overrides_the_preset(tmp_path):
     summary = simulate_dataset(tmp_path / "data", preset=TINY, recon_size=40, progress=False)
     assert summary["recon_size"] == [40, 40] and summary["kspace_size"] == [80, 46]
     assert summary["splits"]["train"]["slices"] == TINY.volumes[0] * TINY.slices
+    assert summary["splits"]["train"]["files"]["sim_train_0000.h5"]["kspace_size"] == [80, 46]
     path = tmp_path / "data" / "singlecoil_val" / "sim_val_0000.h5"
     assert _read(path, "kspace").shape == (TINY.slices, 80, 46)
 
@@ -217,12 +227,14 @@ def test_sources_are_recorded_in_every_file_and_the_manifest(datasets):
     (source,) = manifest["sources"]
     assert source["name"] == default_sources()[0].name and source["sha256"] == source_digest(default_sources()[0])
     for split in SPLITS:
-        files = manifest["splits"][split]["files"]
+        files = manifest["splits"][f"singlecoil_{split}"]["files"]
         assert sorted(files) == sorted(p.name for p in (root / f"singlecoil_{split}").glob("*.h5"))
-        for name, head in files.items():
+        for name, entry in files.items():
             with h5py.File(root / f"singlecoil_{split}" / name) as hf:
-                assert hf.attrs["source"] == head == source["name"]
+                assert hf.attrs["source"] == entry["source"] == source["name"]
                 assert hf.attrs["source_sha256"] == source["sha256"]
+                assert hf.attrs["contrast"] == entry["contrast"] == "source"
+                assert list(hf["kspace"].shape[-2:]) == entry["kspace_size"]
 
 
 def test_named_and_unknown_sources(tmp_path):

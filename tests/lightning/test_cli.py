@@ -278,6 +278,20 @@ def test_missing_checkpoint_through_the_real_entry_point(run, tmp_path):
     assert_user_error(result, str(missing), "no such checkpoint file")
 
 
+def test_commands_print_only_our_lines(run, tmp_path):
+    """Through the real entry point, as a user runs them: no Lightning tips or warnings."""
+    config, run_dir = run
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    for args in (["fit", "--config", config, "--trainer.max_steps", "2", "--trainer.logger.init_args.save_dir", tmp_path],
+                 ["test", "--config", config, "--ckpt_path", ckpt, "--output_dir", tmp_path / "t"],
+                 ["predict", "--config", config, "--ckpt_path", ckpt, "--output_dir", tmp_path / "p"]):
+        result = run_subprocess(*args, cwd=tmp_path)
+        assert_ok(result)
+        text = result.out + result.err
+        for marker in ("Warning", "warn(", "💡", "Tip:", "LOCAL_RANK", "GPU available"):
+            assert marker not in text, f"{args[0]}: {marker!r} in\n{text[-3000:]}"
+
+
 @pytest.mark.parametrize("subcommand", ["fit", "test"])
 def test_file_that_is_not_a_checkpoint(run, subcommand):
     config, _ = run

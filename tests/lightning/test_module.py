@@ -6,7 +6,7 @@ import torch
 from mrirecon.data.batch import KSpaceBatch, prepare_batch
 from mrirecon.errors import UserError
 from mrirecon.models import Unet
-from mrirecon.lightning.module import ReconModule, describe_network
+from mrirecon.lightning.module import MODEL_KEY, ZERO_FILLED_KEY, ReconModule, describe_network
 
 
 def _batch(has_target, size=16, padding=None):
@@ -67,7 +67,7 @@ def test_evaluation_scores_model_and_zero_filled_per_volume():
     module._reset_metrics()
     with torch.no_grad():
         module._evaluate_batch(_batch([True, True]))
-    for name in ("unet", "zero-filled"):
+    for name in (MODEL_KEY, ZERO_FILLED_KEY):
         volumes = module._metrics[name].compute()
         assert set(volumes) == {("vol0.h5", 4.0), ("vol1.h5", 4.0)}
         assert all(-1 <= v["ssim"] <= 1 and v["nmse"] > 0 for v in volumes.values())
@@ -79,7 +79,7 @@ def test_padding_slices_are_not_scored():
     with torch.no_grad():
         loss, recon = module._evaluate_batch(_batch([True, True, True], padding=[False, True, False]))
     assert recon.shape[0] == 3 and loss is not None
-    assert set(module._metrics["unet"].compute()) == {("vol0.h5", 4.0), ("vol2.h5", 4.0)}
+    assert set(module._metrics[MODEL_KEY].compute()) == {("vol0.h5", 4.0), ("vol2.h5", 4.0)}
     with torch.no_grad():
         loss, _ = module._evaluate_batch(_batch([True], padding=[True]))
     assert loss is None

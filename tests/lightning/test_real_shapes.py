@@ -98,9 +98,11 @@ def test_fit_test_predict_on_real_shapes(anatomy, download, tmp_path):
         main(["test", "--config", str(cfg), "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / f"test{batch_size}")])
         results[batch_size] = _metrics_csv(tmp_path / f"test{batch_size}" / "metrics.csv")
     assert results[1].keys() == results[2].keys()
+    # float32 convolutions pick their kernels (and summation order) by batch size: a barely
+    # trained net's SSIM moved by 1.4e-6 relative on CI's CPU, so batch sizes agree to 1e-5.
     for key, values in results[1].items():
         for metric, value in values.items():
-            assert results[2][key][metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (key, metric)
+            assert results[2][key][metric] == pytest.approx(value, rel=1e-5, abs=1e-9), (key, metric)
 
     # test's per-volume numbers are fastMRI's, volume by volume.
     predictions = tmp_path / "predict_val"

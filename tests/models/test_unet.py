@@ -167,3 +167,14 @@ def test_jsonargparse_validates_norm():
     assert model.norm == "batch" and model.norm_groups == 16
     with pytest.raises(jsonargparse.ArgumentError):
         parser.parse_args(["--model.norm=weight"])
+
+
+def test_residual_unet_adds_its_input():
+    torch.manual_seed(0)
+    plain = Unet(chans=4, num_pool_layers=2)
+    residual = Unet(chans=4, num_pool_layers=2, residual=True)
+    residual.load_state_dict(plain.state_dict())  # the same weights: only the sum differs
+    image = torch.randn(2, 1, 24, 20)
+    torch.testing.assert_close(residual(image), plain(image) + image)
+    with pytest.raises(ValueError, match="residual"):
+        Unet(in_chans=2, out_chans=1, residual=True)
