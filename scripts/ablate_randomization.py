@@ -1,9 +1,10 @@
 """Domain randomisation's factors switched on one at a time (docs/generalisation.md).
 
 Each step adds factors to the one before, from the standard demo data (``none``) to full
-randomisation (``shells``), and ``mixed`` draws half of the volumes as the standard data, simulates the demo's train and val volumes with them, trains the demo
-U-Net (configs/demo.yaml, one seed) and scores every step on the demo test split (in
-distribution) and the out-of-distribution split with ``mrirecon report``.
+randomisation (``shells``); ``mixed`` is full randomisation for half of the volumes and the
+standard data for the other half. For each step the script simulates the demo's train and val
+volumes, trains the demo U-Net (configs/demo.yaml, one seed) and scores every step on the demo
+test split (in distribution) and the out-of-distribution split with ``mrirecon report``.
 
     python scripts/ablate_randomization.py [--seed 0] [--out runs/ablation]
 
@@ -46,7 +47,9 @@ def main() -> int:
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
     args = parser.parse_args()
     if not Path("data/demo/singlecoil_ood").is_dir():
-        sys.exit("mrirecon: error: data/demo/singlecoil_ood: missing; run scripts/demo_generalisation.sh first")
+        print("mrirecon: error: data/demo/singlecoil_ood: missing; run scripts/demo_generalisation.sh first",
+              file=sys.stderr)
+        return 2
 
     demo = PRESETS["demo"]
     methods = []

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The generalisation comparison of docs/generalisation.md: the demo U-Net trained on
-# domain-randomised data (configs/demo.yaml on data/demo) and on the standard demo data (the same
-# config on data/demo-standard), 3 seeds each, against zero-filled and CS-TV (lambda chosen on
+# domain-randomised data (configs/demo.yaml on data/demo-random) and on the standard demo data
+# (the same config on data/demo), 3 seeds each, against zero-filled and CS-TV (lambda chosen on
 # the validation split), on the demo test split (in distribution; the same volumes in both
 # datasets) and on the out-of-distribution split (Colin27, T1 and PD-like, SNR 200-400, no
 # phase-encode oversampling). About an hour on 2 CPU cores; needs Debian's mricron-data.
@@ -14,16 +14,15 @@ out=${1:-runs/generalisation/report}
 runs=runs/generalisation
 seeds=(0 1 2)
 
-if [ ! -d data/demo/singlecoil_train ] || ! grep -q '"randomized": true' data/demo/simulation.json 2>/dev/null; then
-  mrirecon data simulate --preset demo-random --out data/demo --overwrite
-fi
+# Both datasets hold the same test split; the report reads data/demo's test and ood splits.
+[ -d data/demo/singlecoil_train ] || mrirecon data simulate --preset demo --out data/demo
 [ -d data/demo/singlecoil_ood ] || mrirecon data simulate --preset ood --source colin27 --out data/demo
-[ -d data/demo-standard/singlecoil_train ] || mrirecon data simulate --preset demo --out data/demo-standard
+[ -d data/demo-random/singlecoil_train ] || mrirecon data simulate --preset demo-random --out data/demo-random
 
 methods=()
 for training in random standard; do
-  data=data/demo
-  [ "$training" = standard ] && data=data/demo-standard
+  data=data/demo-random
+  [ "$training" = standard ] && data=data/demo
   for seed in "${seeds[@]}"; do
     name="unet_${training}_s${seed}"
     ckpt="$runs/$name/version_0/checkpoints/last.ckpt"

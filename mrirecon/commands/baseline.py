@@ -101,11 +101,11 @@ def run_baselines(method: str, config: Path, output_dir: Path | None = None, ove
     from mrirecon.errors import UserError
 
     splits = list(dict.fromkeys(splits or [None]))
+    if lam_grid and method != "cs-tv":
+        raise UserError("--lam_grid: only cs-tv has a lambda")
     out = check_writable_folder(output_dir or Path("runs") / "baselines" / config.stem / method)
     tuning = {}
     if lam_grid:
-        if method != "cs-tv":
-            raise UserError("--lam_grid: only cs-tv has a lambda")
         chosen = tune_lambda(config, out, lam_grid, overrides, tune_split, progress)
         overrides = [*(overrides or []), "--cs_tv.lam", json.dumps(chosen)]
         tuning = {"lam_grid": lam_grid, "tuned_on": tune_split, "lam_chosen": chosen}

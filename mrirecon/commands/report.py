@@ -88,11 +88,14 @@ def run_names(methods: list[tuple[str, Path]]) -> tuple[list[str], dict[str, lis
 def main(argv: list[str]) -> int:
     args, overrides = _parser().parse_known_args(argv)
     from mrirecon.core import atomic
+    from mrirecon.errors import UserError
     from mrirecon.evaluation.results import format_runs_table, format_split_tables
 
+    splits = list(dict.fromkeys(args.split or [None]))
+    if args.slices and len(splits) > 1:
+        raise UserError("--slices: names the files of one split (sim_test_0000.h5:7); give one --split with it")
     out = atomic.check_writable_folder(args.out)
     given = list(map(_parse_method, args.method))
-    splits = list(dict.fromkeys(args.split or [None]))
     by_split = {}
     for split in splits:
         target = out if len(splits) == 1 else atomic.check_writable_folder(out / split)
@@ -103,7 +106,7 @@ def main(argv: list[str]) -> int:
         sections = "\n\n".join(f"- [{name}]({name}/report.md)" for name in by_split)
         atomic.write_text(out / "report.md", "# Comparison on " + ", ".join(by_split) + "\n\n"
                           + format_split_tables(by_split, markdown=True)
-                          + "\n\nSSIM, mean over volumes (and over runs, with their range). Every metric, the "
+                          + "\n\nSSIM and PSNR (dB), mean over volumes (and over runs, with their range). Every metric, the "
                           "figures and the provenance per split:\n\n" + sections + "\n")
         print(f"\n{format_split_tables(by_split)}\n\n{out / 'report.md'}")
     return 0

@@ -81,7 +81,14 @@ def _safe_load(path: Path, map_location: Any, mmap: bool = False) -> Any:
 
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
     """The small entries of a checkpoint (step, epoch, callback states) without reading its tensors."""
-    checkpoint = _safe_load(_check_archive(path), "cpu", mmap=True)
+    path = check_checkpoint_file(path)
+    try:
+        checkpoint = _safe_load(path, "cpu", mmap=True)
+    except UserError:
+        # A flipped bit reads as a refused or broken pickle: name it as the damage it is. The
+        # checksums are read only here and in read_checkpoint, not on every good peek.
+        _check_archive(path)
+        raise
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path}: not a Lightning checkpoint")
     return {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}

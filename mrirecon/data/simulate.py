@@ -8,6 +8,7 @@ with the physics the fastMRI data came from:
 * the real magnitude image fills the central ``r x r`` of an ``H x W`` field of view,
   ``H = 2r`` (2x readout oversampling along the rows) and ``W = 2*ceil(1.15r/2)`` phase-encode
   columns along the last axis, as in fastMRI knee (640 x 368 for a 320 x 320 target);
+  randomised volumes draw the oversampling from 1, 1.15 and 1.3, the ``ood`` preset uses 1;
 * a smooth random phase, and for multi-coil data the complex sensitivities of a ring of loop
   coils, multiply the image;
 * k-space is its centred orthonormal 2-D FFT (the convention of :func:`fastmri.fft2c`), plus
@@ -188,7 +189,7 @@ class _Head:
     _outside_mm: np.ndarray | None = None
     _texture: np.ndarray | None = None
 
-    def tissues(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tissue_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tissue maps, distance outside the head (mm) and fine texture, computed once."""
         if self._tissues is None:
             self._tissues = tissues.tissue_maps(self.path, self.volume)
@@ -296,13 +297,17 @@ def simulate_dataset(
                     files[name] = {"source": head.name, "contrast": draw.contrast,
                                    "kspace_size": [2 * r, _columns(r, draw.pe_oversampling)]}
                     bar.update()
+                # Each split records how it was made: a dataset's splits may come from
+                # different runs (the ood preset adds one), and reports cite their split's entry.
                 summary["splits"][split] = {
                     "folder": f"{challenge}_{split}",
+                    "challenge": challenge,
                     "volumes": count,
                     "slices": count * params.slices,
                     "randomized": split in params.randomized,
                     "seed": seed,
-                    "sources": [head.name for head in heads],
+                    "preset": summary["preset"],
+                    "sources": summary["sources"],
                     "files": files,
                 }
         _move_into_place(staging, out_dir, folders, summary)
@@ -358,28 +363,33 @@ def _check_destination(out_dir: Path, folders: list[str], overwrite: bool) -> No
 
 def _move_into_place(staging: Path, out_dir: Path, folders: list[str], summary: dict) -> None:
     """Renames each new split folder into ``out_dir`` (replacing an old one only once the new one
-    is complete) and merges the manifest."""
+    is complete) and merges the manifest. If a rename fails, the old folder moves back."""
     trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    try:
-        out_dir.mkdir(exist_ok=True)
-        for name in folders:
-            if (out_dir / name).exists():
-                (out_dir / name).rename(trash / name)
+    out_dir.mkdir(exist_ok=True)
+    for name in folders:
+        old = (out_dir / name).exists()
+        if old:
+            (out_dir / name).rename(trash / name)
+        try:
             (staging / name).rename(out_dir / name)
-        # The manifest lists every split folder of the dataset, by folder name.
-        manifest = out_dir / SUMMARY_FILE
-        merged = {**summary, "splits": {entry["folder"]: entry for entry in summary["splits"].values()}}
-        if manifest.is_file():
-            try:
-                previous = json.loads(manifest.read_text()).get("splits", {})
-                kept = {name: entry for name, entry in previous.items() if (out_dir / name).is_dir()}
-                merged["splits"] = {**kept, **merged["splits"]}
-            except (OSError, ValueError, AttributeError):
-                pass
-        atomic.write_text(manifest, json.dumps(merged, indent=2) + "\n")
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:
+            if old:
+                (trash / name).rename(out_dir / name)
+            shutil.rmtree(trash, ignore_errors=True)
+            raise
+    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    # The manifest lists every split folder of the dataset, by folder name.
+    manifest = out_dir / SUMMARY_FILE
+    merged = {**summary, "splits": {entry["folder"]: entry for entry in summary["splits"].values()}}
+    if manifest.is_file():
+        try:
+            previous = json.loads(manifest.read_text()).get("splits", {})
+            kept = {name: entry for name, entry in previous.items() if (out_dir / name).is_dir()}
+            merged["splits"] = {**kept, **merged["splits"]}
+        except (OSError, ValueError, AttributeError):
+            pass
+    atomic.write_text(manifest, json.dumps(merged, indent=2) + "\n")
 
 
 def _prepare_head(path: Path) -> _Head:
@@ -537,7 +547,7 @@ def _synthesize_subject(head: _Head, r: int, slices: int, fov_mm: float, rng: np
     elif draw.contrast == "t1":
         image = sample(head.volume)
     else:
-        maps, outside_mm, texture = head.tissues()
+        maps, outside_mm, texture = head.tissue_data()
         probabilities = np.stack([sample(m) for m in maps])
         if draw.shells is not None:
             probabilities = _add_shells(probabilities, sample(outside_mm, outside=1e3), draw.shells)

@@ -74,7 +74,13 @@ def dataset_record(data_path: Path, split_folder: Path, files: Iterable[Path]) -
     if manifest.is_file():
         try:
             simulation = json.loads(manifest.read_text())
-            record["simulation"] = {k: v for k, v in simulation.items() if k != "splits"}
+            # The split's own entry says how it was made (splits may come from different runs);
+            # manifests before 0.2 have only the top-level record.
+            split = simulation.get("splits", {}).get(Path(split_folder).name)
+            if isinstance(split, dict) and "preset" in split:
+                record["simulation"] = {k: v for k, v in split.items() if k != "files"}
+            else:
+                record["simulation"] = {k: v for k, v in simulation.items() if k != "splits"}
         except (OSError, ValueError):
             pass
     return record

@@ -50,7 +50,7 @@ from mrirecon.lightning.checkpoints import (
     run_version,
 )
 from mrirecon.lightning.datamodule import ReconDataModule
-from mrirecon.lightning.module import ReconModule
+from mrirecon.lightning.module import ReconModule, describe_network
 from mrirecon.methods import CONFIG_SECTIONS
 
 TRAINER_DEFAULTS = {
@@ -229,7 +229,31 @@ class MriReconCLI(LightningCLI):
     def _resolved_config(self) -> dict[str, Any]:
         return self._section().as_dict()
 
+    def _check_network_matches_checkpoint(self) -> None:
+        """Refuses a checkpoint whose network was built with other arguments than the config's.
+
+        The weights of a U-Net with ``residual: true`` load into one without (same shapes), and
+        would then be scored silently wrong; any constructor argument that differs is one line.
+        """
+        ckpt = self._section().get("ckpt_path")
+        if not ckpt:
+            return
+        saved = (peek_checkpoint(ckpt).get("hyper_parameters") or {}).get("net")
+        if not isinstance(saved, dict):
+            return  # checkpoints of mrirecon 0.1 do not describe their network
+        built = describe_network(self.model.net)
+        if saved.get("class_path") != built["class_path"]:
+            raise UserError(f"{ckpt}: holds a {saved.get('class_path')}, the config builds a {built['class_path']}: "
+                            f"use the run's own config ({run_folder_of(Path(ckpt)) / 'config.yaml'})")
+        saved_args = saved.get("init_args") or {}
+        for name, value in built["init_args"].items():
+            if name in saved_args and saved_args[name] != value:
+                raise UserError(
+                    f"{ckpt}: trained with model.net.init_args.{name}={saved_args[name]!r}, the config sets "
+                    f"{value!r}: use the run's own config ({run_folder_of(Path(ckpt)) / 'config.yaml'}) or the same value")
+
     def before_fit(self) -> None:
+        self._check_network_matches_checkpoint()
         self.model.hparams_table = hparams_table(self._resolved_config(), self.trainer.world_size)
         log_dir = self.trainer.log_dir
         self._new_run: Optional[Path] = None
@@ -257,6 +281,7 @@ class MriReconCLI(LightningCLI):
     def _require_checkpoint(self) -> None:
         if not self._section().get("ckpt_path"):
             raise UserError(f"{self.subcommand} needs a trained model: pass --ckpt_path path/to/checkpoint.ckpt (or last)")
+        self._check_network_matches_checkpoint()
 
     def before_validate(self) -> None:
         self._require_checkpoint()

@@ -126,7 +126,7 @@ def test_proton_density_contrast_has_csf_brightest_and_grey_above_white():
 @pytest.mark.skipif(not COLIN27_PATH.is_file(), reason="Debian's mricron-data (Colin27) is not installed")
 def test_colin27_tissue_maps_order_csf_grey_white_by_t1_intensity():
     head = simulate_module._prepare_head(COLIN27_PATH)
-    maps, _, _ = head.tissues()
+    maps, _, _ = head.tissue_data()
     assert maps.shape[0] == len(tissues.TISSUES)
     means = [float((head.volume * m).sum() / m.sum()) for m in maps[:3]]
     assert means[0] < means[1] < means[2]  # T1: CSF darkest, white matter brightest

@@ -19,6 +19,7 @@ from mrirecon.data.anatomy import COLIN27_PATH as COLIN27
 from mrirecon.data.anatomy import default_sources, load_anatomy, resolve_source, source_digest
 from mrirecon.data.simulate import SPLITS, Preset, simulate_dataset
 from mrirecon.errors import UserError
+from mrirecon.evaluation.provenance import dataset_record
 
 TINY = Preset(recon_size=32, volumes=(2, 1, 1), slices=3, coils=(3, 5), snr=(20.0, 40.0))
 R = TINY.recon_size
@@ -155,6 +156,30 @@ def test_splits_are_added_beside_others_and_replaced_only_with_overwrite(tmp_pat
     manifest = json.loads((out / "simulation.json").read_text())
     assert sorted(manifest["splits"]) == sorted(folders)
     assert manifest["splits"]["singlecoil_val"]["seed"] == 3 and manifest["splits"]["multicoil_val"]["seed"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    # A report cites the simulation of its own split, not that of the last run into the folder.
+    multicoil = dataset_record(out, out / "multicoil_val", [])["simulation"]
+    singlecoil = dataset_record(out, out / "singlecoil_val", [])["simulation"]
+    assert (multicoil["challenge"], multicoil["seed"]) == ("multicoil", 0)
+    assert (singlecoil["challenge"], singlecoil["seed"]) == ("singlecoil", 3)
+    assert "files" not in singlecoil and singlecoil["preset"]["recon_size"] == TINY.recon_size
+
+
+def test_a_failed_replacement_puts_the_old_split_back(tmp_path, monkeypatch):
+    out = _simulate(tmp_path / "data")
+    before = (out / "singlecoil_val" / "sim_val_0000.h5").read_bytes()
+    real_rename = Path.rename
+
+    def failing_rename(self, target):
+        if ".partial-" in str(self) and Path(target).name == "singlecoil_val":
+            raise OSError(28, "No space left on device")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(UserError, match="cannot write the dataset"):
+        _simulate(out, seed=3, overwrite=True)
+    monkeypatch.undo()
+    assert (out / "singlecoil_val" / "sim_val_0000.h5").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 

@@ -268,7 +268,7 @@ def test_checkpoint_of_another_model_is_one_line_naming_the_file(run):
     config, run_dir = run
     ckpt = best_checkpoint(run_dir)
     result = run_cli("test", "--config", config, "--ckpt_path", ckpt, "--model.net.init_args.chans", 8)
-    assert_user_error(result, str(ckpt), "does not match the model")
+    assert_user_error(result, str(ckpt), "trained with model.net.init_args.chans=4, the config sets 8")
 
 
 def test_missing_checkpoint_through_the_real_entry_point(run, tmp_path):

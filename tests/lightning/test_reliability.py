@@ -262,6 +262,19 @@ def test_bit_flipped_checkpoint_is_refused(trained, tmp_path):
     assert_user_error(run_cli("test", "--config", config, "--ckpt_path", flipped), str(flipped), "damaged", "checksum")
 
 
+def test_a_checkpoint_of_another_network_configuration_is_refused(trained, tmp_path):
+    """A residual U-Net's weights load into a plain one (same shapes) and would score wrong."""
+    config, run_dir = trained
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    for command in ("test", "predict", "validate"):
+        err = assert_user_error(run_cli(command, "--config", config, "--ckpt_path", ckpt,
+                                        "--model.net.init_args.residual", "true"),
+                                str(ckpt), "model.net.init_args.residual=False", "config.yaml")
+        assert "True" in err
+    assert_user_error(run_cli("fit", "--config", config, "--ckpt_path", ckpt, "--model.net.init_args.chans", 6),
+                      "model.net.init_args.chans=")
+
+
 def test_results_refuse_nan_and_store_a_perfect_psnr_as_valid_json(tmp_path):
     with pytest.raises(UserError, match="a.h5: m at 4x has ssim = nan"):
         write_results({"m": {("a.h5", 4.0): {"ssim": float("nan"), "psnr": 20.0, "nmse": 0.1}}}, tmp_path)
