@@ -120,7 +120,7 @@ def _run_one(method: str, config: Path, out: Path, overrides: list[str] | None, 
              progress: bool, tuning: dict) -> Path:
     # Imported here: `mrirecon baseline --help` must not pay for Lightning.
     from mrirecon.lightning.callbacks import ReconstructionWriter
-    from mrirecon.lightning.cli import build_cli
+    from mrirecon.lightning.cli import build_cli, lightning_quietly
     from mrirecon.lightning.module import ReconModule
     from mrirecon.methods import CSTV, ZeroFilled
 
@@ -144,10 +144,11 @@ def _run_one(method: str, config: Path, out: Path, overrides: list[str] | None, 
     cli.trainer.callbacks.append(ReconstructionWriter(out / "reconstructions"))
     # The split's files are scanned here too (not only in the Trainer's setup) to choose
     # between scoring and reconstructing only; the scan is cached.
-    if all(v.target_key is not None for v in dm.evaluation_volumes()):
-        cli.trainer.test(module, datamodule=dm, verbose=False)
-    else:  # test/challenge files without targets: reconstructions only
-        cli.trainer.predict(module, datamodule=dm, return_predictions=False)
+    with lightning_quietly():
+        if all(v.target_key is not None for v in dm.evaluation_volumes()):
+            cli.trainer.test(module, datamodule=dm, verbose=False)
+        else:  # test/challenge files without targets: reconstructions only
+            cli.trainer.predict(module, datamodule=dm, return_predictions=False)
     if cli.trainer.is_global_zero:
         print(f"reconstructions: {out / 'reconstructions'}")
     return out

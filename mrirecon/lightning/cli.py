@@ -27,9 +27,10 @@ import re
 import shutil
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from pytorch_lightning import Trainer
@@ -407,6 +408,15 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+@contextmanager
+def lightning_quietly() -> Iterator[None]:
+    """:func:`quiet_lightning` for a block, the warning filters restored after it (library users'
+    own filters are not ours to change). ``baseline`` runs its Trainer calls in one too."""
+    with warnings.catch_warnings():
+        quiet_lightning()
+        yield
+
+
 def build_cli(argv: list[str], run: bool = True) -> MriReconCLI:
     """Parses ``argv`` with the one config parser; runs the subcommand when ``run``.
 
@@ -414,8 +424,7 @@ def build_cli(argv: list[str], run: bool = True) -> MriReconCLI:
         UserError: for config and checkpoint mistakes, as one line.
     """
     try:
-        with warnings.catch_warnings():
-            quiet_lightning()
+        with lightning_quietly():
             # We always pass the arguments (a subcommand's, not sys.argv), which LightningCLI
             # warns about when sys.argv is not empty.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

@@ -284,11 +284,14 @@ def test_commands_print_only_our_lines(run, tmp_path):
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     for args in (["fit", "--config", config, "--trainer.max_steps", "2", "--trainer.logger.init_args.save_dir", tmp_path],
                  ["test", "--config", config, "--ckpt_path", ckpt, "--output_dir", tmp_path / "t"],
-                 ["predict", "--config", config, "--ckpt_path", ckpt, "--output_dir", tmp_path / "p"]):
+                 ["predict", "--config", config, "--ckpt_path", ckpt, "--output_dir", tmp_path / "p"],
+                 ["baseline", "--method", "zero-filled", "--config", config, "--output_dir", tmp_path / "zf"],
+                 ["report", "--config", config, "--out", tmp_path / "r", "--method", f"zero-filled={tmp_path / 'zf'}",
+                  "--method", f"unet={ckpt}"]):
         result = run_subprocess(*args, cwd=tmp_path)
         assert_ok(result)
         text = result.out + result.err
-        for marker in ("Warning", "warn(", "💡", "Tip:", "LOCAL_RANK", "GPU available"):
+        for marker in ("Warning", "warn(", "deprecated", "💡", "Tip:", "LOCAL_RANK", "GPU available"):
             assert marker not in text, f"{args[0]}: {marker!r} in\n{text[-3000:]}"
 
 
