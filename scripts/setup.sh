@@ -20,5 +20,7 @@ fi
 if ! .venv/bin/python -c "import mrirecon, sigpy, pytest, onnxruntime, onnxscript" >/dev/null 2>&1; then
   echo "== installing mrirecon into .venv (first time: a few minutes)"
   # No torch/torchvision pins: pip resolves the pair together (see README, Installation).
-  .venv/bin/pip install -q -e ".[test]"
+  # A pip.conf naming package indexes that do not exist on this machine makes pip warn once per
+  # package; only those lines are dropped.
+  .venv/bin/pip install -q -e ".[test]" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
 fi
