@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 from pathlib import Path
 
 
@@ -117,6 +118,7 @@ def _report_split(args: argparse.Namespace, overrides: list[str], split: str | N
     """Scores every method on one split into ``out``; returns the split's name and its runs."""
     # Imported here: `mrirecon report --help` must not pay for Lightning.
     from mrirecon.core import atomic
+    from mrirecon.core.checkpoint_files import peek_checkpoint
     from mrirecon.errors import UserError
     from mrirecon.evaluation.figures import comparison_figure
     from mrirecon.evaluation.provenance import dataset_record, provenance
@@ -145,7 +147,13 @@ def _report_split(args: argparse.Namespace, overrides: list[str], split: str | N
             if not path.is_file():
                 raise UserError(f"{path}: no such checkpoint file")
             target = out / "predictions" / run
-            run_lightning_cli(["predict", "--config", str(args.config), *overrides, "--ckpt_path", str(path),
+            # The report's config says which data and masks; the checkpoint says which network
+            # and loss (whose weights it holds): a VarNet and a U-Net compare under one config.
+            saved = peek_checkpoint(path).get("hyper_parameters") or {}
+            network = ["--model.net", json.dumps(saved["net"])] if isinstance(saved.get("net"), dict) else []
+            if saved.get("loss") in ("l1", "ssim"):
+                network += ["--model.loss", saved["loss"]]
+            run_lightning_cli(["predict", "--config", str(args.config), *overrides, *network, "--ckpt_path", str(path),
                                "--output_dir", str(target), "--data.test_split", split])
             path = target
         elif not path.is_dir():

@@ -101,3 +101,29 @@ def test_several_splits_side_by_side_with_one_cs_tv_lambda(tiny_singlecoil, tmp_
     ood = json.loads((out / "ood" / "summary.json").read_text())
     assert ood["split"] == "ood" and set(ood["by_acquisition"]["zf"]["4x"]) == {"AXT1", "AXPD"}
     assert "## By acquisition" in (out / "ood" / "report.md").read_text()
+
+
+def test_a_checkpoint_is_scored_with_its_own_network_and_loss_under_the_report_config(tiny_singlecoil, tmp_path):
+    """A U-Net trained with residual: true and the SSIM loss, reported under a config that builds
+    neither (as the multi-coil report scores U-Nets under the VarNet's config), scores as `test`
+    with the run's own config does."""
+    from cli_helpers import assert_ok, run_cli, write_config
+
+    trained = write_config(tmp_path / "trained.yaml", tiny_singlecoil, tmp_path / "runs", loss="ssim")
+    spec = yaml.safe_load(trained.read_text())
+    spec["model"]["net"]["init_args"]["residual"] = True
+    trained.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert_ok(run_cli("fit", "--config", trained, "--trainer.max_steps", 3))
+    ckpt = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    assert_ok(run_cli("test", "--config", trained, "--ckpt_path", ckpt, "--output_dir", tmp_path / "test"))
+    expected = {(r["method"], r["acceleration"], r["volume"]): float(r["ssim"])
+                for r in csv.DictReader(open(tmp_path / "test" / "metrics.csv")) if r["method"] == "unet"}
+
+    plain = write_config(tmp_path / "plain.yaml", tiny_singlecoil, tmp_path / "runs")
+    assert_ok(run_cli("report", "--config", plain, "--method", f"unet={ckpt}", "--out", tmp_path / "report",
+                      "--no_progress"))
+    got = {(r["method"], r["acceleration"], r["volume"]): float(r["ssim"])
+           for r in csv.DictReader(open(tmp_path / "report" / "metrics.csv"))}
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
