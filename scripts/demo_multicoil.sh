@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The multi-coil comparison of docs/demo_report/multicoil: E2E-VarNet vs the U-Net (same data,
 # masks and number of steps, 3 seeds each), CS-TV (lambda chosen on the validation split) and
-# zero-filled, on the multi-coil demo test split. About an hour on 2 CPU cores.
+# zero-filled, on the multi-coil demo test split. Hours on 2 CPU cores (the VarNet fits and
+# multi-coil CS-TV take most of it); a finished fit is resumed, not retrained.
 #   bash scripts/demo_multicoil.sh [OUT]      (default OUT: runs/demo_multicoil/report)
 set -euo pipefail
 cd "$(dirname "$0")/.."
