@@ -316,7 +316,9 @@ def _scan_one(path: Path, entry: dict | None, challenge: Challenge, check_finite
               crop_size: tuple[int, int] | None) -> tuple[VolumeInfo, bool, list[int]]:
     """One file's metadata: from its cache entry where that still holds, else read and checked."""
     stamp = _stamp(path)
-    info = _from_json(entry["info"]) if entry and entry["stamp"] == stamp else None
+    # The entry is keyed by the resolved path but holds the path as it was given then (relative
+    # to that run's folder, say): the file is read through the path given now.
+    info = dataclasses.replace(_from_json(entry["info"]), path=path) if entry and entry["stamp"] == stamp else None
     finite_checked = bool(entry and entry["finite_checked"])
     if info is None or (check_finite and not finite_checked):
         return read_volume_info(path, challenge, check_finite, crop_size), check_finite, stamp

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -103,6 +105,24 @@ def test_sample_rates_select_fixed_subsets(tiny_singlecoil):
     assert len(dm.dataset("train", True)) < len(full.dataset("train", True))
     again = _dm(tiny_singlecoil, volume_sample_rate=0.5, sample_rate=0.5)
     assert dm.dataset("train", True).items == again.dataset("train", True).items
+
+
+def test_a_cached_volume_is_read_through_the_path_given_now(tiny_singlecoil, tmp_path, monkeypatch):
+    """The cache is keyed by resolved path; a hit from another working folder (relative paths
+    then) must not hand back the first run's relative path, which names another file or none."""
+    import shutil
+
+    from mrirecon.data.volumes import scan_volumes
+
+    shutil.copytree(tiny_singlecoil / "singlecoil_val", tmp_path / "data" / "singlecoil_val")
+    monkeypatch.chdir(tmp_path)
+    first = scan_volumes(Path("data/singlecoil_val"), "singlecoil")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = scan_volumes(tmp_path / "data" / "singlecoil_val", "singlecoil")
+    assert [v.path for v in again] == [tmp_path / "data" / "singlecoil_val" / v.path.name for v in first]
+    assert all(v.path.is_file() for v in again)
 
 
 def test_metadata_cache_never_ignores_a_changed_folder(tiny_singlecoil, tmp_path):
