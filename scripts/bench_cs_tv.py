@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
+import os
 import re
 import statistics
 import sys
@@ -33,6 +33,7 @@ import torch
 from fastmri.data.subsample import RandomMaskFunc
 from scipy.ndimage import zoom
 
+from bench_common import cpu_name
 from mrirecon.methods.cs_tv import (
     DEFAULT_ITERATIONS,
     DEFAULT_LAMBDA_REL,
@@ -145,13 +146,7 @@ def _sigpy_available(device: str) -> bool:
 
 
 def hardware() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), flags=re.MULTILINE)
-        if names:
-            cpu = f"{names[0].strip()} ({len(names)} logical cores)"
-    parts = [cpu, f"torch {torch.__version__} ({torch.get_num_threads()} thread(s), as numpy's FFT)"]
+    parts = [f"{cpu_name()} ({os.cpu_count()} logical cores)", f"torch {torch.__version__} ({torch.get_num_threads()} thread(s), as numpy's FFT)"]
     parts.append(f"numpy {np.__version__}")
     try:
         import sigpy

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_common import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,16 +92,6 @@ def measure(data: Path, processes: int, threads: int, steps: int, warmup: int, a
             raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-3000:]}")
         numbers = json.loads(out.read_text())
         return numbers["slices"] / numbers["seconds"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cli_helpers import assert_ok, events, load_ckpt, run_cli, write_config
-from mrirecon.data.batch import SliceCollator, prepare_batch
+from mrirecon.data.batch import prepare_batch
 from mrirecon.lightning.datamodule import ReconDataModule
 from mrirecon.lightning.module import ReconModule
-from mrirecon.models import Unet, VarNet
+from mrirecon.models import Unet
 
 
 def test_a_bf16_fit_step_keeps_the_chain_in_full_precision(tiny_multicoil, tmp_path):
