@@ -116,3 +116,18 @@ def checkpoint_state(ckpt: dict) -> dict:
     ((key, state),) = [(k, v) for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")]
     assert "'monitor': 'val/ssim', 'mode': 'max'" in key, key
     return state
+
+
+def run_baselines(method, config, output_dir, overrides=(), splits=None, progress=False, lam_grid=None):
+    """:func:`mrirecon.api.baseline` on a config file with command-line overrides; split -> folder."""
+    from mrirecon import api
+
+    results = api.baseline(api.RunConfig.from_arguments(config, list(overrides)), method, splits, output_dir,
+                           lam_grid=lam_grid, progress=progress)
+    return {split: Path(output_dir) / split if len(results) > 1 else Path(output_dir) for split in results}
+
+
+def run_baseline(method, config, output_dir, overrides=(), progress=False):
+    """One split's baseline; its output folder."""
+    (out,) = run_baselines(method, config, output_dir, overrides, progress=progress).values()
+    return out

@@ -10,8 +10,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mrirecon"
 LAYERS = ["core", "data", "models", "methods", "evaluation", "lightning", "commands"]
-# Top-level modules: the exception type is part of the bottom layer, the entry points the top.
-TOP_LEVEL = {"mrirecon": 0, "mrirecon.errors": 0, "mrirecon.__main__": len(LAYERS) - 1}
+# Top-level modules: the exception type is part of the bottom layer, the entry points and the
+# Python API (which the commands call) the top.
+TOP_LEVEL = {"mrirecon": 0, "mrirecon.errors": 0, "mrirecon.__main__": len(LAYERS) - 1, "mrirecon.api": len(LAYERS) - 1}
 LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning", "lightning_fabric")
 
 

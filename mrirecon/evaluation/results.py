@@ -13,9 +13,11 @@ acquisition (CORPD_FBK, AXT2, ...) when the files name theirs, as ``fastmri.eval
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,24 +30,73 @@ METRICS = ("ssim", "psnr", "nmse")
 
 # method -> (volume file name, acceleration) -> {"ssim": .., "psnr": .., "nmse": ..}
 PerVolume = Mapping[str, Mapping[tuple[str, float], Mapping[str, float]]]
+# method -> acceleration -> {"volumes": n, metric: {"mean": .., "std": ..}}: what summarize returns
+Summary = Mapping[str, Mapping[float, Mapping[str, Any]]]
 
 
 def acceleration_label(acceleration: float) -> str:
-    """'4x' for 4.0, '2.5x' for 2.5."""
+    """'4x' for 4.0, '2.5x' for 2.5: a display label only (tables, CSV, JSON keys, folder names);
+    in Python accelerations stay numbers."""
     return f"{acceleration:g}x"
+
+
+@dataclass(frozen=True)
+class EvaluationResults:
+    """Per-volume metrics of one or more methods on one split: what ``test``, ``baseline`` and
+    ``report`` compute, as a typed table.
+
+    Attributes:
+        per_volume: method -> (volume file name, acceleration) -> {"ssim", "psnr", "nmse"}.
+        acquisitions: volume file name -> acquisition (``CORPD_FBK``, ``AXT2``, ...).
+        split: the split scored.
+        output_dir: where ``metrics.csv`` and ``summary.json`` were written (None: not written).
+    """
+
+    per_volume: PerVolume
+    acquisitions: Mapping[str, str] = field(default_factory=dict)
+    split: str | None = None
+    output_dir: Path | None = None
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.per_volume)
+
+    @property
+    def accelerations(self) -> list[float]:
+        return sorted({acc for volumes in self.per_volume.values() for _, acc in volumes})
+
+    def summary(self) -> dict[str, dict[float, dict[str, Any]]]:
+        """Mean and std over volumes per method and acceleration (see :func:`summarize`)."""
+        return summarize(self.per_volume)
+
+    def mean(self, method: str, acceleration: float, metric: str = "ssim") -> float:
+        """The mean over volumes of one metric of one method at one acceleration."""
+        return self.summary()[method][float(acceleration)][metric]["mean"]
+
+    def rows(self) -> list[tuple[str, float, str, str, dict[str, float]]]:
+        """(method, acceleration, volume, acquisition, metrics) per volume, as in ``metrics.csv``."""
+        return [(method, acc, fname, self.acquisitions.get(fname, ""), dict(values))
+                for method, volumes in self.per_volume.items()
+                for (fname, acc), values in sorted(volumes.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
 
 
 def _entry(g: Mapping[str, float]) -> dict[str, Any]:
     return {"volumes": int(g["num_volumes"]), **{m: {"mean": g[f"{m}_mean"], "std": g[f"{m}_std"]} for m in METRICS}}
 
 
-def summarize(per_volume: PerVolume) -> dict[str, dict[str, dict[str, Any]]]:
-    """Mean and std over volumes, per method and acceleration (label like '4x')."""
-    summary: dict[str, dict[str, dict[str, Any]]] = {}
+def summarize(per_volume: PerVolume) -> dict[str, dict[float, dict[str, Any]]]:
+    """Mean and std over volumes, per method and acceleration (a number)."""
+    summary: dict[str, dict[float, dict[str, Any]]] = {}
     for method, volumes in per_volume.items():
-        groups = summarize_by(volumes, lambda key: key[1], METRICS)
-        summary[method] = {acceleration_label(acc): _entry(g) for acc, g in sorted(groups.items())}
+        groups = summarize_by(volumes, lambda key: float(key[1]), METRICS)
+        summary[method] = {acc: _entry(g) for acc, g in sorted(groups.items())}
     return summary
+
+
+def labelled(summary: Mapping[Any, Any]) -> dict[str, Any]:
+    """A summary with its acceleration keys as labels ('4x'), for JSON, at any nesting depth."""
+    return {acceleration_label(k) if isinstance(k, float) else k: labelled(v) if isinstance(v, Mapping) else v
+            for k, v in summary.items()}
 
 
 def summarize_by_acquisition(per_volume: PerVolume, acquisitions: Mapping[str, str]) -> dict:
@@ -55,12 +106,12 @@ def summarize_by_acquisition(per_volume: PerVolume, acquisitions: Mapping[str, s
         groups = summarize_by(volumes, lambda key: (key[1], acquisitions.get(key[0], "") or "?"), METRICS)
         by_acc: dict = {}
         for (acc, acquisition), g in sorted(groups.items()):
-            by_acc.setdefault(acceleration_label(acc), {})[acquisition] = _entry(g)
+            by_acc.setdefault(float(acc), {})[acquisition] = _entry(g)
         summary[method] = by_acc
     return summary
 
 
-def format_acquisition_table(by_acquisition: Mapping[str, Mapping[str, Mapping[str, Any]]], markdown: bool = False) -> str:
+def format_acquisition_table(by_acquisition: Mapping[str, Mapping[float, Mapping[str, Any]]], markdown: bool = False) -> str:
     """The table of :func:`format_table` with one row per acquisition too."""
     flat = {}
     for method, by_acc in by_acquisition.items():
@@ -70,19 +121,18 @@ def format_acquisition_table(by_acquisition: Mapping[str, Mapping[str, Mapping[s
     return format_table(flat, markdown)
 
 
-def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], markdown: bool = False) -> str:
+def format_table(summary: Summary, markdown: bool = False) -> str:
     """A table with one row per (acceleration, method): SSIM, PSNR (dB), NMSE as mean ± std."""
     header = ["acceleration", "method", "volumes", "SSIM", "PSNR (dB)", "NMSE"]
     rows = []
-    accs = sorted({a for m in summary.values() for a in m}, key=lambda a: float(a.rstrip("x")))
-    for acc in accs:
+    for acc in sorted({a for m in summary.values() for a in m}):
         for method, by_acc in summary.items():
             if acc not in by_acc:
                 continue
             e = by_acc[acc]
             rows.append(
                 [
-                    acc,
+                    acceleration_label(acc),
                     method,
                     str(e["volumes"]),
                     f"{e['ssim']['mean']:.4f} ± {e['ssim']['std']:.4f}",
@@ -97,7 +147,7 @@ def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], markdow
     return text_table(header, rows)
 
 
-def summarize_runs(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], groups: Mapping[str, list[str]]) -> dict:
+def summarize_runs(summary: Summary, groups: Mapping[str, list[str]]) -> dict:
     """Runs of one method (seeds) summarised together, per acceleration.
 
     Args:
@@ -110,9 +160,8 @@ def summarize_runs(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], group
     """
     out: dict = {}
     for method, runs in groups.items():
-        accs = sorted({a for r in runs for a in summary[r]}, key=lambda a: float(a.rstrip("x")))
         out[method] = {}
-        for acc in accs:
+        for acc in sorted({a for r in runs for a in summary[r]}):
             present = [summary[r][acc] for r in runs if acc in summary[r]]
             entry: dict[str, Any] = {"runs": len(present), "volumes": present[0]["volumes"]}
             for m in METRICS:
@@ -122,7 +171,7 @@ def summarize_runs(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], group
     return out
 
 
-def format_runs_table(runs: Mapping[str, Mapping[str, Mapping[str, Any]]], markdown: bool = False) -> str:
+def format_runs_table(runs: Summary, markdown: bool = False) -> str:
     """One row per (acceleration, method): the mean over runs and, for several runs, their range."""
     header = ["acceleration", "method", "runs", "volumes", "SSIM", "PSNR (dB)", "NMSE"]
 
@@ -131,20 +180,19 @@ def format_runs_table(runs: Mapping[str, Mapping[str, Mapping[str, Any]]], markd
         return f"{text} ({format(e['min'], fmt)}–{format(e['max'], fmt)})" if several else text
 
     rows = []
-    accs = sorted({a for m in runs.values() for a in m}, key=lambda a: float(a.rstrip("x")))
-    for acc in accs:
+    for acc in sorted({a for m in runs.values() for a in m}):
         for method, by_acc in runs.items():
             if acc in by_acc:
                 e = by_acc[acc]
                 several = e["runs"] > 1
-                rows.append([acc, method, str(e["runs"]), str(e["volumes"]), cell(e["ssim"], ".4f", several),
+                rows.append([acceleration_label(acc), method, str(e["runs"]), str(e["volumes"]), cell(e["ssim"], ".4f", several),
                              cell(e["psnr"], ".2f", several), cell(e["nmse"], ".4f", several)])
     if markdown:
         return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows])
     return text_table(header, rows)
 
 
-def format_split_tables(by_split: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
+def format_split_tables(by_split: Mapping[str, Summary],
                         markdown: bool = False) -> str:
     """Several splits side by side: one row per (acceleration, method), SSIM and PSNR per split.
 
@@ -162,15 +210,14 @@ def format_split_tables(by_split: Mapping[str, Mapping[str, Mapping[str, Mapping
         return f"{text} ({format(v['min'], fmt)}–{format(v['max'], fmt)})" if e["runs"] > 1 else text
 
     methods = list(dict.fromkeys(m for runs in by_split.values() for m in runs))
-    accs = sorted({a for runs in by_split.values() for m in runs.values() for a in m}, key=lambda a: float(a.rstrip("x")))
     rows = []
-    for acc in accs:
+    for acc in sorted({a for runs in by_split.values() for m in runs.values() for a in m}):
         for method in methods:
             entries = [by_split[s].get(method, {}).get(acc) for s in splits]
             if all(e is None for e in entries):
                 continue
             runs = max(e["runs"] for e in entries if e is not None)
-            rows.append([acc, method, str(runs)] + [c for e in entries for c in (cell(e, "ssim", ".4f"), cell(e, "psnr", ".2f"))])
+            rows.append([acceleration_label(acc), method, str(runs)] + [c for e in entries for c in (cell(e, "ssim", ".4f"), cell(e, "psnr", ".2f"))])
     if markdown:
         return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows])
     return text_table(header, rows)
@@ -241,5 +288,20 @@ def write_results(
     if acquisitions:
         summary["by_acquisition"] = summarize_by_acquisition(per_volume, acquisitions)
     atomic.write_text(out_dir / "metrics.csv", rows.getvalue())
-    atomic.write_text(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False, default=str) + "\n")
+    text = json.dumps(_json_safe(labelled(summary)), indent=2, allow_nan=False, default=str)
+    atomic.write_text(out_dir / "summary.json", text + "\n")
     return summary
+
+
+def publish_results(results: EvaluationResults, out_dir: Path, meta: Mapping[str, Any] | None = None,
+                    show: bool = True) -> EvaluationResults:
+    """The one place evaluation results leave the program: ``metrics.csv`` and ``summary.json``
+    in ``out_dir`` and, with ``show``, the tables on stdout. Returns the results with their folder.
+    """
+    summary = write_results(results.per_volume, out_dir, meta, results.acquisitions)
+    if show:
+        print("\n" + format_table(summary["methods"]))
+        if len(set(results.acquisitions.values())) > 1:
+            print("\nby acquisition:\n" + format_acquisition_table(summary["by_acquisition"]))
+        print(f"\nper-volume metrics: {Path(out_dir) / 'metrics.csv'}\nsummary: {Path(out_dir) / 'summary.json'}")
+    return dataclasses.replace(results, output_dir=Path(out_dir))

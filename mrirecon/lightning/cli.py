@@ -28,9 +28,9 @@ import shutil
 import sys
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import torch
 from pytorch_lightning import Trainer
@@ -39,7 +39,8 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from mrirecon.core import atomic
 from mrirecon.errors import UserError
-from mrirecon.evaluation.provenance import checkpoint_record
+from mrirecon.evaluation.provenance import checkpoint_record, dataset_record, provenance
+from mrirecon.evaluation.results import EvaluationResults, publish_results
 from mrirecon.lightning.callbacks import PhaseLines, ReconstructionWriter
 from mrirecon.core.checkpoint_files import check_checkpoint_file, peek_checkpoint
 from mrirecon.lightning.checkpoints import (
@@ -52,6 +53,7 @@ from mrirecon.lightning.checkpoints import (
 )
 from mrirecon.lightning.datamodule import ReconDataModule
 from mrirecon.lightning.module import ReconModule, describe_network
+from mrirecon.lightning.tensorboard import HParamsTable, log_test_results
 from mrirecon.methods import CONFIG_SECTIONS
 
 TRAINER_DEFAULTS = {
@@ -87,6 +89,22 @@ class CheckpointSettings:
     every_n_train_steps: Optional[int] = None
 
 
+@dataclass
+class EvaluationRequest:
+    """What a caller adds to a ``test`` or ``predict`` run beside its config (``mrirecon
+    baseline`` and ``report`` through :mod:`mrirecon.api`): nothing of it is a config value.
+
+    Args:
+        details: more entries for ``summary.json`` (the command, the method, CS-TV's settings).
+        reconstructions_dir: ``test`` also writes its reconstructions here (submission format).
+        show: print the tables.
+    """
+
+    details: dict[str, Any] = field(default_factory=dict)
+    reconstructions_dir: Optional[Path] = None
+    show: bool = True
+
+
 class FitConfigSaver(SaveConfigCallback):
     """Saves the resolved config into the run folder when fitting only, atomically.
 
@@ -104,7 +122,17 @@ class FitConfigSaver(SaveConfigCallback):
 
 
 class MriReconCLI(LightningCLI):
-    """LightningCLI with Adam (lr 1e-3) as the default optimiser and the checks above."""
+    """LightningCLI with Adam (lr 1e-3) as the default optimiser and the checks above.
+
+    After a ``test``, :attr:`results` holds the scored :class:`EvaluationResults`; after a
+    ``predict``, :attr:`output_dir` the reconstructions' folder.
+    """
+
+    def __init__(self, *args: Any, request: Optional[EvaluationRequest] = None, **kwargs: Any) -> None:
+        self.request = request or EvaluationRequest()
+        self.results: Optional[EvaluationResults] = None
+        self.output_dir: Optional[Path] = None
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_optimizer_args((torch.optim.Optimizer,))
@@ -194,13 +222,19 @@ class MriReconCLI(LightningCLI):
             # Network constructors name the argument ("chans: must be a positive integer").
             raise UserError(f"model.net.init_args.{_one_line(err)}") from None
 
+    def _initialized(self, key: str, default: Any = None) -> Any:
+        """An instantiated config entry of the running subcommand (or of the whole config)."""
+        return self.config_init.get(str(self.subcommand), self.config_init).get(key, default)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        config = self._get(self.config_init, "trainer", default={})
+        config = self._initialized("trainer", default={})
         kwargs["plugins"] = [*(_as_list(config.get("plugins"))), SafeCheckpointIO()]
         self.phase_lines = PhaseLines()
         callbacks = [*(_as_list(config.get("callbacks"))), self.phase_lines]
-        if self.subcommand == "fit" and config.get("enable_checkpointing") is not False:
-            callbacks += self._checkpoint_callbacks(self._get(self.config_init, "checkpoint"))
+        if self.subcommand == "fit":
+            callbacks.append(HParamsTable(self._resolved_config()))
+            if config.get("enable_checkpointing") is not False:
+                callbacks += self._checkpoint_callbacks(self._initialized("checkpoint"))
         kwargs["callbacks"] = callbacks
         # The Trainer is built from the config alone: what it rejects (an accelerator this
         # machine lacks or whose package is not installed, contradictory limits) is a config mistake.
@@ -255,7 +289,6 @@ class MriReconCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_network_matches_checkpoint()
-        self.model.hparams_table = hparams_table(self._resolved_config(), self.trainer.world_size)
         log_dir = self.trainer.log_dir
         self._new_run: Optional[Path] = None
         if log_dir is not None and self.trainer.logger and not Path(log_dir).exists():
@@ -280,7 +313,11 @@ class MriReconCLI(LightningCLI):
         return run_folder_of(ckpt) / kind / f"{ckpt.stem}_{self.datamodule.test_split}"
 
     def _require_checkpoint(self) -> None:
+        """A trained network needs its checkpoint; a parameter-free method (zero-filled, CS-TV:
+        ``mrirecon baseline``) runs without one."""
         if not self._section().get("ckpt_path"):
+            if not any(True for _ in self.model.net.parameters()):
+                return
             raise UserError(f"{self.subcommand} needs a trained model: pass --ckpt_path path/to/checkpoint.ckpt (or last)")
         self._check_network_matches_checkpoint()
 
@@ -289,24 +326,36 @@ class MriReconCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._require_checkpoint()
-        out = atomic.check_writable_folder(self._evaluation_output("test"))
-        ckpt = Path(self._section()["ckpt_path"])
-        step = int(peek_checkpoint(ckpt).get("global_step", 0))
-        self.model.output_dir = out
-        self.model.run_metadata = {"command": "test", "config": self._resolved_config(),
-                                   "checkpoint": checkpoint_record(ckpt, step)}
-        run = run_folder_of(ckpt)
-        if any(run.glob("events.out.tfevents.*")):
+        self.output_dir = atomic.check_writable_folder(self._evaluation_output("test"))
+        if self.request.reconstructions_dir is not None:
+            self.trainer.callbacks.append(ReconstructionWriter(self.request.reconstructions_dir))
+
+    def after_test(self) -> None:
+        """Writes and prints the test's results (rank 0), and adds them to the checkpoint's run."""
+        results = self.model.test_results
+        if results is None or not self.trainer.is_global_zero:
+            self.results = results
+            return
+        ckpt = self._section().get("ckpt_path")
+        step = int(peek_checkpoint(ckpt).get("global_step", 0)) if ckpt else 0
+        dm = self.datamodule
+        volumes = dm.evaluation_volumes()
+        details = {"command": "test", **self.request.details}
+        record = provenance(self._resolved_config(), checkpoint_record(Path(ckpt), step) if ckpt else None,
+                            dataset_record(dm.data_path, dm.split_folder(dm.test_split), [v.path for v in volumes]))
+        meta = {"split": dm.test_split, "checkpoint": ckpt, **details, "provenance": record}
+        self.results = publish_results(results, self.output_dir, meta, show=self.request.show)
+        if ckpt and any(run_folder_of(Path(ckpt)).glob("events.out.tfevents.*")):
             # test's numbers also go into the checkpoint's own TensorBoard run, at its step.
-            self.model.checkpoint_run = (run, step)
+            log_test_results(run_folder_of(Path(ckpt)), step, dm.test_split, results.summary())
 
     def before_predict(self) -> None:
         self._require_checkpoint()
-        out = atomic.check_writable_folder(self._evaluation_output("reconstructions"))
+        self.output_dir = out = atomic.check_writable_folder(self._evaluation_output("reconstructions"))
         self.trainer.callbacks.append(ReconstructionWriter(out))
         # The writer has them; keeping every prediction in memory too would not fit a large split.
         self.config_init["predict"]["return_predictions"] = False
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero and self.request.show:
             print(f"writing reconstructions to {out}")
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -317,31 +366,6 @@ class MriReconCLI(LightningCLI):
             if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
                 shutil.rmtree(new_run, ignore_errors=True)
             raise
-
-
-def hparams_table(config: dict[str, Any], world_size: int) -> dict[str, Any]:
-    """The settings a study compares runs by, flat, for TensorBoard's HParams plugin."""
-    model, data, trainer = config.get("model", {}), config.get("data", {}), config.get("trainer", {})
-    net = model.get("net") or {}
-    optimizer = config.get("optimizer") or {}
-    scheduler = config.get("lr_scheduler") or {}
-    table: dict[str, Any] = {"net": str(net.get("class_path", "")).rsplit(".", 1)[-1]}
-    table.update({f"net.{k}": v for k, v in (net.get("init_args") or {}).items() if isinstance(v, (bool, int, float, str))})
-    table.update({
-        "loss": model.get("loss"),
-        "optimizer": str(optimizer.get("class_path", "")).rsplit(".", 1)[-1],
-        **{f"optimizer.{k}": v for k, v in (optimizer.get("init_args") or {}).items() if isinstance(v, (bool, int, float))},
-        "lr_scheduler": str(scheduler.get("class_path", "none")).rsplit(".", 1)[-1],
-        "batch_size": data.get("batch_size"),
-        "effective_batch_size": (data.get("batch_size") or 1) * world_size,
-        "challenge": data.get("challenge"),
-        "mask_type": data.get("mask_type"),
-        "accelerations": data.get("accelerations"),
-        "center_fractions": data.get("center_fractions"),
-        "seed": config.get("seed_everything"),
-        "precision": trainer.get("precision"),
-    })
-    return {k: v for k, v in table.items() if v is not None}
 
 
 def _build(spec: Any, first_argument: Any) -> Any:
@@ -417,12 +441,27 @@ def lightning_quietly() -> Iterator[None]:
         yield
 
 
-def build_cli(argv: list[str], run: bool = True) -> MriReconCLI:
-    """Parses ``argv`` with the one config parser; runs the subcommand when ``run``.
+ConfigArgs = Union[list[str], Mapping[str, Any]]
+
+
+def build_cli(argv: ConfigArgs, run: bool = True, request: Optional[EvaluationRequest] = None) -> MriReconCLI:
+    """Parses a config with the one config parser; runs the subcommand when ``run``.
+
+    Args:
+        argv: command-line arguments (``["test", "--config", ...]``), or the same as a nested
+            dict (``{"subcommand": "test", "test": {"model": ..., "ckpt_path": ...}}``, or the
+            config alone with ``run=False``): what :mod:`mrirecon.api` passes.
+        run: run the subcommand.
+        request: what a ``test``/``predict`` run records and writes besides its config.
 
     Raises:
         UserError: for config and checkpoint mistakes, as one line.
     """
+    if isinstance(argv, Mapping):
+        argv = dict(argv)
+        subcommand = argv.get("subcommand") if run else None
+    else:
+        subcommand = argv[0] if run and argv and not argv[0].startswith("-") else None
     try:
         with lightning_quietly():
             # We always pass the arguments (a subcommand's, not sys.argv), which LightningCLI
@@ -433,6 +472,10 @@ def build_cli(argv: list[str], run: bool = True) -> MriReconCLI:
                 ReconDataModule,
                 args=argv,
                 run=run,
+                request=request,
+                # Only a fit needs the optimiser built on the model's parameters (zero-filled and
+                # CS-TV have none); its config is checked for every command (_check_optimizer).
+                auto_configure_optimizers=subcommand == "fit",
                 trainer_defaults=TRAINER_DEFAULTS,
                 save_config_callback=FitConfigSaver,
                 save_config_kwargs={"overwrite": True},
@@ -446,7 +489,7 @@ def build_cli(argv: list[str], run: bool = True) -> MriReconCLI:
         raise
 
 
-def _state_dict_mismatch(err: RuntimeError, argv: list[str]) -> str:
+def _state_dict_mismatch(err: RuntimeError, argv: ConfigArgs) -> str:
     missing = re.search(r'Missing key\(s\) in state_dict: "([^"]+)"', str(err))
     unexpected = re.search(r'Unexpected key\(s\) in state_dict: "([^"]+)"', str(err))
     shape = re.search(r"size mismatch for ([\w.]+)", str(err))
@@ -456,10 +499,40 @@ def _state_dict_mismatch(err: RuntimeError, argv: list[str]) -> str:
         else f"unexpected {unexpected.group(1)}" if unexpected
         else "parameters differ"
     )
-    ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")), None)
-    if ckpt is None and "--ckpt_path" in argv:
-        ckpt = argv[argv.index("--ckpt_path") + 1]
+    if isinstance(argv, dict):
+        ckpt = next((v.get("ckpt_path") for v in argv.values() if isinstance(v, dict) and v.get("ckpt_path")), None)
+    else:
+        ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")), None)
+        if ckpt is None and "--ckpt_path" in argv:
+            ckpt = argv[argv.index("--ckpt_path") + 1]
     return f"{ckpt}: checkpoint does not match the model in the config ({detail})"
+
+
+class _ConfigReader(MriReconCLI):
+    """Parses and validates a config without building its objects (see :func:`read_config`)."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def read_config(argv: ConfigArgs) -> dict[str, Any]:
+    """The resolved config of ``--config FILE`` and dotted overrides (or of a config as nested
+    data), as plain nested data, parsed exactly as ``mrirecon fit`` parses it (defaults filled
+    in), nothing built.
+
+    Raises:
+        UserError: an unknown key or a bad value, as one line.
+    """
+    try:
+        with lightning_quietly():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            cli = _ConfigReader(ReconModule, ReconDataModule, args=dict(argv) if isinstance(argv, Mapping) else argv, run=False, trainer_defaults=TRAINER_DEFAULTS,
+                                save_config_callback=None, parser_kwargs={"exit_on_error": False})
+    except argparse.ArgumentError as err:
+        raise UserError(f"config: {_one_line(err)}") from None
+    values = cli.config.as_dict()
+    values.pop("config", None)  # the file it came from, not a setting
+    return values
 
 
 def run_lightning_cli(argv: list[str]) -> None:

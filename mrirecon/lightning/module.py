@@ -29,11 +29,9 @@ from mrirecon.core.metrics import VolumeMetricAccumulator
 from mrirecon.core.transforms import normalize
 from mrirecon.data.batch import KSpaceBatch, normalized_target
 from mrirecon.errors import TrainingDiverged, UserError
-from mrirecon.evaluation.provenance import dataset_record, provenance
-from mrirecon.evaluation.results import format_acquisition_table, format_table, write_results
+from mrirecon.evaluation.results import EvaluationResults
 from mrirecon.lightning.distributed import gather_objects
 from mrirecon.lightning.image_logging import ImageRow, log_validation_images
-from mrirecon.lightning.tensorboard import log_hparams_table, log_test_results
 from mrirecon.methods.base import as_method
 from mrirecon.models.unet import Unet
 
@@ -101,12 +99,9 @@ class ReconModule(pl.LightningModule):
         self.ssim_loss = SSIMLoss() if loss == "ssim" else None
         self.num_log_images = num_log_images
         self.method_name = method_name or default_method_name(self.net)
-        # Set by the CLI: where test writes, what summary.json records, the HParams table of a fit,
-        # and the checkpoint's run (and step) that test adds its numbers to.
-        self.output_dir: Optional[Path] = None
-        self.run_metadata: dict[str, Any] = {}
-        self.hparams_table: dict[str, Any] = {}
-        self.checkpoint_run: Optional[tuple[Path, int]] = None
+        # The last test's per-volume metrics (the same on every process); writing and printing
+        # them is the evaluation layer's job (mrirecon.evaluation.results.publish_results).
+        self.test_results: Optional[EvaluationResults] = None
         self._metrics = {MODEL_KEY: VolumeMetricAccumulator(crop_to_square=True),
                          ZERO_FILLED_KEY: VolumeMetricAccumulator(crop_to_square=True)}
         self._log_batches: set[int] = set()
@@ -149,10 +144,6 @@ class ReconModule(pl.LightningModule):
             self._compiled = True
 
     # --- training ----------------------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        if self.hparams_table and self.trainer.is_global_zero:
-            log_hparams_table(self.logger, self.hparams_table)
-
     def training_step(self, batch: KSpaceBatch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(self(batch), batch)
         # Not on the progress bar: showing it would wait for the GPU after every step; it is
@@ -274,6 +265,7 @@ class ReconModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._reset_metrics()
+        self.test_results = None
 
     def test_step(self, batch: KSpaceBatch, batch_idx: int) -> dict[str, Any]:
         if not all(batch.has_target):
@@ -284,24 +276,13 @@ class ReconModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         per_volume, _ = self._gathered_metrics()
-        per_volume = {self.method_name: per_volume[MODEL_KEY], ZERO_FILLED_KEY: per_volume[ZERO_FILLED_KEY]}
-        if not per_volume[self.method_name] or not self.trainer.is_global_zero:
+        if not per_volume[MODEL_KEY]:
             return
-        out_dir = Path(self.output_dir or self.trainer.log_dir or ".")
         dm = self.trainer.datamodule
-        volumes = dm.evaluation_volumes()
-        details = dict(self.run_metadata)
-        record = provenance(details.pop("config", None), details.pop("checkpoint", None),
-                            dataset_record(dm.data_path, dm.split_folder(dm.test_split), [v.path for v in volumes]))
-        meta = {"split": dm.test_split, "checkpoint": self.trainer.ckpt_path, **details, "provenance": record}
-        acquisitions = {v.path.name: v.acquisition for v in volumes}
-        summary = write_results(per_volume, out_dir, meta, acquisitions)
-        if self.checkpoint_run is not None:
-            log_test_results(*self.checkpoint_run, dm.test_split, summary["methods"])
-        print("\n" + format_table(summary["methods"]))
-        if len(set(acquisitions.values())) > 1:
-            print("\nby acquisition:\n" + format_acquisition_table(summary["by_acquisition"]))
-        print(f"\nper-volume metrics: {out_dir / 'metrics.csv'}\nsummary: {out_dir / 'summary.json'}")
+        acquisitions = {v.path.name: v.acquisition for v in dm.evaluation_volumes()} if dm is not None else {}
+        self.test_results = EvaluationResults(
+            {self.method_name: per_volume[MODEL_KEY], ZERO_FILLED_KEY: per_volume[ZERO_FILLED_KEY]},
+            acquisitions, getattr(dm, "test_split", None))
 
     def predict_step(self, batch: KSpaceBatch, batch_idx: int) -> dict[str, Any]:
         return self._outputs(batch, self(batch))

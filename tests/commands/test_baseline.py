@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mrirecon.commands.baseline import run_baseline
+from cli_helpers import run_baseline
 from mrirecon.methods import CSTVSettings
 from mrirecon.errors import UserError
 

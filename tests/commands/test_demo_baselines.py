@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mrirecon.commands.baseline import run_baseline
+from cli_helpers import run_baseline
 from mrirecon.data.simulate import simulate_dataset
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"

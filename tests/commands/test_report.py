@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from mrirecon.commands.baseline import run_baseline
+from cli_helpers import run_baseline
 from mrirecon.commands.main import main
 
 
@@ -69,7 +69,7 @@ def test_a_repeated_name_is_runs_of_one_method(tiny_singlecoil, tmp_path):
 def test_several_splits_side_by_side_with_one_cs_tv_lambda(tiny_singlecoil, tmp_path):
     from dataclasses import replace
 
-    from mrirecon.commands.baseline import run_baselines
+    from cli_helpers import run_baselines
     from mrirecon.data.simulate import PRESETS, simulate_dataset
 
     data = tmp_path / "data"

@@ -22,7 +22,7 @@ from mrirecon.lightning.datamodule import ReconDataModule
 from mrirecon.errors import UserError
 from mrirecon.models.norms import NORM_CHOICES
 from mrirecon.models.unet import Unet
-from mrirecon.lightning.cli import run_lightning_cli
+from mrirecon.lightning.cli import read_config
 from mrirecon.lightning.module import ReconModule
 
 
@@ -150,9 +150,9 @@ def test_plan_shares_the_base_norm_run_and_orders_seeds_first():
     assert plan.norms["group"] == "opt-adam-lr1e-3"
     assert plan.optimizers["sgd"][0.03] == "opt-sgd-lr3e-2"
     assert [run.seed for run in plan.runs] == sorted(run.seed for run in plan.runs)
-    args = study.fit_args(plan.runs[0], study.QUICK, Path("r"))
-    assert args[:3] == ["fit", "--config", "configs/demo.yaml"]
-    assert "--optimizer.momentum" in args and args[args.index("--trainer.logger.init_args.version") + 1] == "s0"
+    overrides = study.fit_overrides(plan.runs[0], study.QUICK, Path("r"))
+    assert overrides["optimizer"]["init_args"]["momentum"] == 0.9
+    assert overrides["trainer.logger"]["init_args"]["version"] == "s0"
 
 
 @pytest.mark.parametrize("key", sorted(study.OPTIMIZERS))
@@ -161,9 +161,7 @@ def test_cli_overrides_give_the_intended_optimiser(key, capsys):
     plan = study.plan_runs(study.QUICK)
     lr = study.QUICK.lrs[key][0]
     run = next(r for r in plan.runs if r.name == plan.optimizers[key][lr])
-    with pytest.raises(SystemExit):
-        run_lightning_cli(study.fit_args(run, study.QUICK, Path("unused")) + ["--print_config"])
-    config = yaml.safe_load(capsys.readouterr().out)
+    config = read_config(study.fit_config(run, study.QUICK, Path("unused")).values)
     class_path, kwargs = study.OPTIMIZERS[key]
     assert config["optimizer"]["class_path"] == class_path
     module, name = class_path.rsplit(".", 1)
@@ -255,13 +253,13 @@ def test_study_runs_the_cli_and_resumes(tiny_singlecoil, tmp_path, capsys):
         seeds=(0,),
         lrs={"adam": (1e-3,)},
         norms=("group", "batch"),
-        overrides=(
-            "--data.data_path", str(tiny_singlecoil),
-            "--model.net.init_args.chans", "4",
-            "--model.net.init_args.num_pool_layers", "2",
-            "--data.num_workers", "0",
-            "--model.num_log_images", "0",
-        ),
+        overrides={
+            "data.data_path": str(tiny_singlecoil),
+            "model.net.init_args.chans": 4,
+            "model.net.init_args.num_pool_layers": 2,
+            "data.num_workers": 0,
+            "model.num_log_images": 0,
+        },
         data=None,
         threads=None,
     )

@@ -7,8 +7,8 @@ Trains the same U-Net on the same data for the same number of steps under a grid
 * normalisation layers (group, batch, instance, layer, none) with Adam at one learning rate,
 
 over several seeds. Every run goes through the real ``mrirecon fit`` path
-(:func:`mrirecon.training.cli.run_lightning_cli`, in-process) with command-line overrides of
-a base config, so the study measures exactly what users run, and logs to TensorBoard under one
+(:func:`mrirecon.api.fit`, in-process, the same config parser) with overrides of a base config,
+so the study measures exactly what users run, and logs to TensorBoard under one
 root (``<root>/<run name>/s<seed>``) so the runs overlay in one view. Finished runs are
 skipped, so an interrupted study resumes where it stopped.
 
@@ -29,13 +29,13 @@ import sys
 from pathlib import Path
 
 from mrirecon.commands.study.events import RunSummary, load_scalars, summarise_run
-from mrirecon.commands.study.grid import FULL, OPTIMIZERS, QUICK, QUICK_DATA, Grid, Plan, Run, fit_args, format_lr, plan_runs
+from mrirecon.commands.study.grid import FULL, OPTIMIZERS, QUICK, QUICK_DATA, Grid, Plan, Run, as_command_line, fit_overrides, format_lr, plan_runs
 from mrirecon.commands.study.report import TARGET_FRACTION, write_report
-from mrirecon.commands.study.runner import run_state, run_study
+from mrirecon.commands.study.runner import fit_config, run_state, run_study
 
 __all__ = [
     "FULL", "OPTIMIZERS", "QUICK", "QUICK_DATA", "TARGET_FRACTION", "Grid", "Plan", "Run", "RunSummary",
-    "fit_args", "format_lr", "load_scalars", "main", "plan_runs", "run_state", "run_study", "summarise_run",
+    "as_command_line", "fit_config", "fit_overrides", "format_lr", "load_scalars", "main", "plan_runs", "run_state", "run_study", "summarise_run",
     "write_report",
 ]
 
@@ -61,9 +61,10 @@ def main(argv: list[str]) -> int:
     root = args.root or Path("runs/study") / grid.name
     plan = plan_runs(grid)
     if args.dry_run:
-        print(f"{len(plan.runs)} runs of {grid.steps} steps under {root}; the first is\n  mrirecon {' '.join(fit_args(plan.runs[0], grid, root))}")
+        print(f"{len(plan.runs)} runs of {grid.steps} steps under {root}; the first is\n  mrirecon fit --config {grid.config} "
+              f"{as_command_line(fit_overrides(plan.runs[0], grid, root))}")
         for run in plan.runs:
-            print(f"{run_state(run, grid, root):10s} {run.name}/{run.version}  {' '.join(run.args)}")
+            print(f"{run_state(run, grid, root):10s} {run.name}/{run.version}  {as_command_line(run.overrides)}")
         return 0
     failed = run_study(plan, root, force=args.force)
     if failed:

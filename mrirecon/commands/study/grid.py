@@ -1,18 +1,19 @@
 """What a study trains: the grids of optimisers, learning rates and normalisation layers, and
-the ``mrirecon fit`` arguments of each run."""
+the config of each run (the study's base config with the run's overrides, as objects)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from mrirecon.data.simulate import Preset
 from mrirecon.models.norms import NORM_CHOICES
 
 # Class path and the arguments besides the learning rate; the rest are PyTorch's defaults.
-# AdamW's weight decay must be given: switching class_path on the command line keeps the
-# config's Adam arguments that AdamW shares, and Adam's weight_decay is 0, not AdamW's 0.01.
+# Each run replaces the config's whole optimizer entry; AdamW's weight decay is given all the
+# same, since switching class_path on the command line would keep Adam's weight_decay of 0.
 OPTIMIZERS: dict[str, tuple[str, dict[str, float]]] = {
     "sgd": ("torch.optim.SGD", {"momentum": 0.9}),
     "rmsprop": ("torch.optim.RMSprop", {}),
@@ -37,7 +38,7 @@ class Grid:
         base_norm: Normalisation of the optimiser runs.
         norms: Normalisations compared with Adam at ``norm_lr``.
         norm_lr: Adam's learning rate in the normalisation runs.
-        overrides: Extra ``mrirecon fit`` arguments for every run (data, model size).
+        overrides: Dotted config overrides for every run (data, model size).
         data: Dataset folder and size to simulate first if it is missing.
         threads: CPU threads for PyTorch; None keeps PyTorch's default.
     """
@@ -52,7 +53,7 @@ class Grid:
     base_norm: str = "group"
     norms: tuple[str, ...] = NORM_CHOICES
     norm_lr: float = 1e-3
-    overrides: tuple[str, ...] = ()
+    overrides: Mapping[str, Any] = field(default_factory=dict)
     data: Optional[tuple[str, Preset]] = None
     threads: Optional[int] = None
 
@@ -72,13 +73,13 @@ QUICK = Grid(
     seeds=(0, 1, 2),
     # Centred on the best rate of a one-seed 300-step pilot on this data.
     lrs={"sgd": (1e-2, 3e-2, 1e-1), "rmsprop": (3e-4, 1e-3, 3e-3), "adam": (1e-3, 3e-3, 1e-2), "adamw": (1e-3, 3e-3, 1e-2)},
-    overrides=(
-        "--data.data_path", QUICK_DATA,
-        "--model.net.init_args.chans", "8",
-        "--model.net.init_args.num_pool_layers", "3",
+    overrides={
+        "data.data_path": QUICK_DATA,
+        "model.net.init_args.chans": 8,
+        "model.net.init_args.num_pool_layers": 3,
         # Loading a 64x64 batch takes a fifth of a step; workers would only compete for the cores.
-        "--data.num_workers", "0",
-    ),
+        "data.num_workers": 0,
+    },
     data=(QUICK_DATA, Preset(recon_size=64, volumes=(12, 3, 3), slices=10, coils=(8, 8), snr=(20.0, 40.0))),
     # On two shared cores a second intra-op thread made steps 5-15x slower, not faster.
     threads=1,
@@ -106,11 +107,11 @@ def format_lr(lr: float) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: a configuration (its ``name``) and a seed."""
+    """One training run: a configuration (its ``name`` and config overrides) and a seed."""
 
     name: str
     seed: int
-    args: tuple[str, ...]
+    overrides: Mapping[str, Any]
 
     @property
     def version(self) -> str:
@@ -138,19 +139,20 @@ class Plan:
 def plan_runs(grid: Grid) -> Plan:
     """Lists the runs of a grid, training each distinct configuration once per seed."""
     plan = Plan(grid)
-    by_args: dict[tuple[str, ...], str] = {}
+    by_overrides: dict[str, str] = {}
 
-    def add(name: str, args: tuple[str, ...]) -> str:
-        if args in by_args:
-            return by_args[args]
-        by_args[args] = name
-        plan.runs.extend(Run(name, seed, args) for seed in grid.seeds)
+    def add(name: str, overrides: dict[str, Any]) -> str:
+        key = json.dumps(overrides, sort_keys=True)
+        if key in by_overrides:
+            return by_overrides[key]
+        by_overrides[key] = name
+        plan.runs.extend(Run(name, seed, overrides) for seed in grid.seeds)
         return name
 
-    def optimizer_args(key: str, lr: float, norm: str) -> tuple[str, ...]:
+    def optimizer_args(key: str, lr: float, norm: str) -> dict[str, Any]:
         class_path, kwargs = OPTIMIZERS[key]
-        extra = [arg for name, value in kwargs.items() for arg in (f"--optimizer.{name}", repr(value))]
-        return ("--optimizer", class_path, "--optimizer.lr", repr(lr), *extra, "--model.net.init_args.norm", norm)
+        return {"optimizer": {"class_path": class_path, "init_args": {"lr": lr, **kwargs}},
+                "model.net.init_args.norm": norm}
 
     for key, lrs in grid.lrs.items():
         plan.optimizers[key] = {
@@ -163,21 +165,27 @@ def plan_runs(grid: Grid) -> Plan:
     return plan
 
 
-def fit_args(run: Run, grid: Grid, root: Path) -> list[str]:
-    """The ``mrirecon fit`` arguments of a run."""
-    return [
-        "fit", "--config", grid.config, *grid.overrides, *run.args,
-        "--seed_everything", str(run.seed),
-        "--trainer.max_steps", str(grid.steps),
+def fit_overrides(run: Run, grid: Grid, root: Path) -> dict[str, Any]:
+    """The config overrides of a run's ``fit``: the grid's, the run's, its budget and its folder."""
+    return {
+        **grid.overrides, **run.overrides,
+        "seed_everything": run.seed,
+        "trainer.max_steps": grid.steps,
         # The budget is steps; epochs must not end a run first.
-        "--trainer.max_epochs", "-1",
-        "--trainer.check_val_every_n_epoch", "null",
-        "--trainer.val_check_interval", str(grid.val_every),
-        "--trainer.log_every_n_steps", str(grid.log_every),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.callbacks+=mrirecon.commands.study.probe.BatchStatsProbe",
-        "--trainer.logger.init_args.save_dir", str(root),
-        "--trainer.logger.init_args.name", run.name,
-        "--trainer.logger.init_args.version", run.version,
-    ]
+        "trainer.max_epochs": -1,
+        "trainer.check_val_every_n_epoch": None,
+        "trainer.val_check_interval": grid.val_every,
+        "trainer.log_every_n_steps": grid.log_every,
+        "trainer.enable_progress_bar": False,
+        "trainer.enable_model_summary": False,
+        "trainer.callbacks": [{"class_path": "mrirecon.commands.study.probe.BatchStatsProbe"}],
+        "trainer.logger": {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                           "init_args": {"save_dir": str(root), "name": run.name, "version": run.version,
+                                         "default_hp_metric": False}},
+    }
+
+
+def as_command_line(overrides: Mapping[str, Any]) -> str:
+    """Overrides as ``mrirecon fit`` flags, for people to read (``--trainer.max_steps 300``)."""
+    return " ".join(f"--{key} {json.dumps(value) if not isinstance(value, str) else value}"
+                    for key, value in overrides.items())

@@ -1,4 +1,4 @@
-"""Training a study's runs, each an ordinary ``mrirecon fit``, skipping finished ones."""
+"""Training a study's runs, each an ordinary fit (:func:`mrirecon.api.fit`), skipping finished ones."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import contextlib
 import shutil
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from mrirecon.commands.study.events import load_scalars
-from mrirecon.commands.study.grid import Grid, Plan, Run, fit_args
+from mrirecon.commands.study.grid import Grid, Plan, Run, fit_overrides
 from mrirecon.errors import TrainingDiverged, UserError
 
 
@@ -39,6 +38,17 @@ def _ensure_data(grid: Grid) -> None:
     simulate_dataset(path, preset=preset, challenge="singlecoil", seed=0, progress=False)
 
 
+def fit_config(run: Run, grid: Grid, root: Path):
+    """A run's :class:`~mrirecon.api.RunConfig`: the grid's config file with the run's overrides
+    (its callbacks added to the config's own)."""
+    from mrirecon import api
+
+    base = api.RunConfig.load(grid.config)
+    overrides = fit_overrides(run, grid, root)
+    overrides["trainer.callbacks"] = [*(base.get("trainer.callbacks") or []), *overrides["trainer.callbacks"]]
+    return base.override(overrides)
+
+
 def run_study(plan: Plan, root: Path, force: bool = False) -> list[str]:
     """Trains every run of a plan that has not finished yet.
 
@@ -50,7 +60,7 @@ def run_study(plan: Plan, root: Path, force: bool = False) -> list[str]:
     Returns:
         Names (``name/version``) of runs that failed; their tracebacks are printed.
     """
-    from mrirecon.lightning.cli import run_lightning_cli
+    from mrirecon import api
 
     grid = plan.grid
     _ensure_data(grid)
@@ -73,10 +83,8 @@ def run_study(plan: Plan, root: Path, force: bool = False) -> list[str]:
         log = run_dir.with_suffix(".log")
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(log, "w") as out, contextlib.redirect_stdout(out), warnings.catch_warnings():
-                # LightningCLI warns that sys.argv (the study's own) differs from the args given.
-                warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-                run_lightning_cli(fit_args(run, grid, root))
+            with open(log, "w") as out, contextlib.redirect_stdout(out):
+                api.fit(fit_config(run, grid, root))
         except TrainingDiverged as err:  # a diverging configuration is a result, not the end
             tqdm.write(f"{run.name}/{run.version}: {err}")
             failed.append(f"{run.name}/{run.version}")
