@@ -17,6 +17,7 @@ A config is a :class:`RunConfig`: what a YAML config file holds, with dotted ove
     zero_filled = api.baseline(config, "zero-filled", output_dir="runs/zf")
     report = api.report(config, [api.Method("zero-filled", "runs/zf"),
                                  api.Method("unet", run.last_checkpoint)], out="runs/report")
+    model = api.TrainedModel.from_checkpoint(run.last_checkpoint)   # reconstruct arrays directly
 
 Accelerations are numbers everywhere (``4.0``); ``"4x"`` is a label in tables and file names.
 """
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # imported for annotations only: the functions import them wh
 
 __all__ = [
     "BASELINE_METHODS",
+    "TrainedModel",
     "FitResult",
     "Method",
     "Report",
@@ -54,6 +56,16 @@ __all__ = [
 
 BASELINE_METHODS = ("zero-filled", "cs-tv")
 _BASELINE_NETS = {"zero-filled": "mrirecon.methods.ZeroFilled", "cs-tv": "mrirecon.methods.CSTV"}
+
+
+def __getattr__(name: str) -> Any:
+    # TrainedModel (a checkpoint as a reconstruction method, mrirecon.methods.trained) is part of
+    # the API; imported on first use so that importing the API stays light.
+    if name == "TrainedModel":
+        from mrirecon.methods.trained import TrainedModel
+
+        return TrainedModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- configs ----------------------------------------------------------------------------------
@@ -151,7 +163,7 @@ def _parsed(config: RunConfig) -> "MriReconCLI":
 class FitResult:
     """What a fit leaves: its run folder and checkpoints.
 
-    Attributes:
+    Attributes (absolute paths):
         run_dir: ``<save_dir>/<name>/version_N`` (TensorBoard events, ``config.yaml``).
         last_checkpoint: ``checkpoints/last.ckpt`` (None with checkpointing off).
         best_checkpoint: the best checkpoint by ``checkpoint.monitor`` (None if none was saved).
@@ -171,11 +183,12 @@ def fit(config: RunConfig | str | Path, ckpt_path: str | Path | None = None) -> 
     config = _as_config(config)
     cli = _run("fit", config, ckpt_path=str(ckpt_path) if ckpt_path else None)
     trainer = cli.trainer
-    last = next((Path(c.path) for c in trainer.callbacks if getattr(c, "path", None)), None)
-    best = next((Path(c.best_model_path) for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")), None)
+    last = next((Path(c.path).resolve() for c in trainer.callbacks if getattr(c, "path", None)), None)
+    best = next((Path(c.best_model_path).resolve() for c in trainer.checkpoint_callbacks
+                 if getattr(c, "best_model_path", "")), None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    return FitResult(Path(trainer.log_dir) if trainer.log_dir else None, last if last and last.is_file() else None,
-                     best, int(trainer.global_step), metrics)
+    return FitResult(Path(trainer.log_dir).resolve() if trainer.log_dir else None,
+                     last if last and last.is_file() else None, best, int(trainer.global_step), metrics)
 
 
 def test(config: RunConfig | str | Path, ckpt_path: str | Path, output_dir: str | Path | None = None,
