@@ -38,10 +38,9 @@ def _data_settings(args: argparse.Namespace, overrides: list[str]) -> dict:
 
     keys = ("mask_type", "center_fractions", "accelerations", "challenge", "crop_size")
     if args.config is not None:
-        from mrirecon.lightning.cli import build_cli
+        from mrirecon.api import RunConfig
 
-        cli = build_cli(["--config", str(args.config), *overrides, "--trainer.logger", "false"], run=False)
-        data = cli.config.as_dict()["data"]
+        data = RunConfig.from_arguments(args.config, overrides).values["data"]
     else:
         if overrides:
             raise UserError(f"unrecognized arguments: {' '.join(overrides)} (config overrides need --config)")
