@@ -97,6 +97,9 @@ def export(ckpt_path: Path, fmt: str, out: Path, image_size=(320, 320), kspace_s
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    from mrirecon.core.atomic import check_outputs
+
+    check_outputs([(args.out, args.ckpt_path)], [args.ckpt_path], "choose another --out")
     out = export(args.ckpt_path, args.format, args.out, tuple(args.image_size), args.kspace_shape)
     print(f"{args.ckpt_path} -> {out} ({args.format})")
     return 0

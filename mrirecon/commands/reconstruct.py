@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     args, overrides = _parser().parse_known_args(argv)
     import numpy as np
 
-    from mrirecon.core.atomic import check_writable_folder
+    from mrirecon.core.atomic import check_outputs, check_writable_folder
     from mrirecon.core.masks import ColumnMaskSampler
     from mrirecon.data.volumes import read_volume_info
     from mrirecon.errors import UserError
@@ -66,6 +66,10 @@ def main(argv: list[str]) -> int:
         masks = ColumnMaskSampler(settings["mask_type"] or "random", settings["center_fractions"], settings["accelerations"])
     except ValueError as err:
         raise UserError(f"data.{err}") from None
+    # Before the folder is made or anything read: no output may replace an input (--out being
+    # an input's own folder) and no two inputs may share an output name.
+    check_outputs([(args.out / path.name, path) for path in args.inputs], [*args.inputs, args.ckpt_path],
+                  "choose another --out (or reconstruct files of the same name into separate folders)")
     out = check_writable_folder(args.out)
     model = TrainedModel.from_checkpoint(args.ckpt_path, args.device)
     crop = tuple(settings["crop_size"]) if settings.get("crop_size") else None

@@ -13,7 +13,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from mrirecon.errors import UserError
 
@@ -102,3 +102,48 @@ def check_writable_folder(folder: str | os.PathLike) -> Path:
     with contextlib.suppress(OSError):
         (folder / ".mrirecon-write-test").unlink()
     return folder
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def check_outputs(outputs: Iterable[tuple[str | os.PathLike, str | os.PathLike]], inputs: Iterable[str | os.PathLike],
+                  hint: str = "choose another output folder") -> None:
+    """Refuses, before any work, a plan of writes that would replace a file the command reads or
+    write two outputs under one name.
+
+    Paths are compared as the filesystem sees them, whatever their spelling: resolved (relative,
+    ``./``, ``..``, symlinked folders and files) and, where both exist, by device and inode
+    (hard links).
+
+    Args:
+        outputs: (file to be written, what it is made from) pairs; the source is named in messages.
+        inputs: every file the command reads.
+        hint: what the user can do, appended to the message.
+
+    Raises:
+        UserError: naming the output and the input it would replace, or the two sources that
+            would share one output.
+    """
+    read_paths: dict[Path, Path] = {}
+    read_ids: dict[tuple[int, int], Path] = {}
+    for path in map(Path, inputs):
+        read_paths[path.resolve()] = path
+        file_id = _file_id(path)
+        if file_id is not None:
+            read_ids[file_id] = path
+    written: dict[Path, Path] = {}
+    for out, source in outputs:
+        out, source = Path(out), Path(source)
+        resolved = out.resolve()
+        replaced = read_paths.get(resolved) or read_ids.get(_file_id(out) or (-1, -1))
+        if replaced is not None:
+            raise UserError(f"{out}: would overwrite the input {replaced}; {hint}")
+        if resolved in written:
+            raise UserError(f"{out}: {written[resolved]} and {source} would both be written here; {hint}")
+        written[resolved] = source

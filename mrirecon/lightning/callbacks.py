@@ -7,7 +7,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from mrirecon.evaluation.submission import VolumeAssembler
+from mrirecon.core.atomic import check_outputs
+from mrirecon.evaluation.submission import VolumeAssembler, volume_output_path
 
 
 class ReconstructionWriter(pl.Callback):
@@ -28,8 +29,15 @@ class ReconstructionWriter(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
-        num_slices = {v.path.name: v.num_slices for v in dm.evaluation_volumes()}
-        self.assembler = VolumeAssembler(self.output_dir, not dm.writes_flat_folders(), num_slices)
+        volumes = dm.evaluation_volumes()
+        per_acceleration = not dm.writes_flat_folders()
+        # Before the first slice: writing into the split's own folder (flat outputs carry the
+        # inputs' names) must not replace the k-space files being read.
+        accelerations = [acc for _, acc in dm.masks.pairs] if per_acceleration else [0.0]
+        check_outputs([(volume_output_path(self.output_dir, v.path.name, acc, per_acceleration), v.path)
+                       for v in volumes for acc in accelerations], [v.path for v in volumes],
+                      "choose an output folder outside the data")
+        self.assembler = VolumeAssembler(self.output_dir, per_acceleration, {v.path.name: v.num_slices for v in volumes})
 
     def _add(self, outputs: Any) -> None:
         if outputs is not None:

@@ -1,0 +1,94 @@
+"""No command writes over a file it reads, whatever the path spelling, and no two outputs share a
+name: each is one error line before any work, and the inputs stay as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import pytest
+
+from cli_helpers import assert_ok, assert_user_error, run_cli, write_config
+from fastmri_like import write_volume
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_singlecoil, tmp_path_factory):
+    root = tmp_path_factory.mktemp("overwrite")
+    config = write_config(root / "c.yaml", tiny_singlecoil, root / "runs")
+    assert_ok(run_cli("fit", "--config", config, "--trainer.max_steps", 2))
+    return config, root / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def _scans(tiny_singlecoil, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in sorted((tiny_singlecoil / "singlecoil_test").glob("*.h5"))[:2]:
+        shutil.copy(f, folder / f.name)
+    return sorted(folder.glob("*.h5"))
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot", "dotdot", "symlink"])
+def test_reconstruct_into_the_inputs_folder_is_refused(checkpoint, tiny_singlecoil, tmp_path, monkeypatch, spelling):
+    _, ckpt = checkpoint
+    scans = _scans(tiny_singlecoil, tmp_path / "scans")
+    before = _digest(tmp_path / "scans")
+    monkeypatch.chdir(tmp_path)
+    out = {"same": tmp_path / "scans", "dot": "./scans", "dotdot": "scans/../scans", "symlink": tmp_path / "link"}[spelling]
+    if spelling == "symlink":
+        os.symlink(tmp_path / "scans", tmp_path / "link")
+    result = run_cli("reconstruct", "--ckpt_path", ckpt, *scans, "--out", out, "--acceleration", 4)
+    assert_user_error(result, "would overwrite the input", scans[0].name)
+    assert _digest(tmp_path / "scans") == before
+
+
+def test_reconstruct_of_a_hard_link_target_is_refused(checkpoint, tiny_singlecoil, tmp_path):
+    _, ckpt = checkpoint
+    (scan, _) = _scans(tiny_singlecoil, tmp_path / "scans")
+    (tmp_path / "out").mkdir()
+    os.link(scan, tmp_path / "out" / scan.name)
+    result = run_cli("reconstruct", "--ckpt_path", ckpt, scan, "--out", tmp_path / "out", "--acceleration", 4)
+    assert_user_error(result, "would overwrite the input")
+
+
+def test_two_inputs_of_one_name_are_refused_before_any_output(checkpoint, tiny_singlecoil, tmp_path):
+    _, ckpt = checkpoint
+    a = _scans(tiny_singlecoil, tmp_path / "a")[0]
+    b = tmp_path / "b" / a.name
+    b.parent.mkdir()
+    shutil.copy(a, b)
+    result = run_cli("reconstruct", "--ckpt_path", ckpt, a, b, "--out", tmp_path / "out", "--acceleration", 4)
+    assert_user_error(result, "would both be written here", str(a), str(b))
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_into_a_split_of_files_with_their_own_masks_is_refused(checkpoint, tmp_path):
+    config, ckpt = checkpoint
+    split = tmp_path / "data" / "singlecoil_test"
+    split.mkdir(parents=True)
+    for i in range(2):
+        write_volume(split / f"file{i}.h5", slices=2, coils=1, shape=(32, 32), target=None, challenge="singlecoil",
+                     mask=(0.08, 4), seed=i, recon=(32, 32))
+    before = _digest(split)
+    result = run_cli("predict", "--config", config, "--ckpt_path", ckpt, "--data.data_path", tmp_path / "data",
+                     "--output_dir", split)
+    assert_user_error(result, "would overwrite the input", "file0.h5")
+    assert _digest(split) == before
+    # Elsewhere it works, flat, one file per volume.
+    assert_ok(run_cli("predict", "--config", config, "--ckpt_path", ckpt, "--data.data_path", tmp_path / "data",
+                      "--output_dir", tmp_path / "recons"))
+    assert sorted(p.name for p in (tmp_path / "recons").glob("*.h5")) == ["file0.h5", "file1.h5"]
+
+
+def test_export_over_its_checkpoint_is_refused(checkpoint, tmp_path):
+    _, ckpt = checkpoint
+    copy = tmp_path / "model.ckpt"
+    shutil.copy(ckpt, copy)
+    before = copy.read_bytes()
+    result = run_cli("export", "--ckpt_path", copy, "--format", "torchscript", "--out", tmp_path / "." / "model.ckpt")
+    assert_user_error(result, "would overwrite the input")
+    assert copy.read_bytes() == before
