@@ -453,7 +453,7 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
         summarize_runs,
         write_results,
     )
-    from mrirecon.evaluation.scoring import load_array, reconstruction_root, score_folder
+    from mrirecon.evaluation.scoring import check_complete_coverage, load_array, reconstruction_root, score_folder
 
     config = _with_split(config, split)
     cli = _parsed(config)
@@ -475,6 +475,7 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     per_volume, files = {}, {}
     for run, root in roots.items():
         per_volume[run], files[run] = score_folder(root, volumes, dm.crop_size, run, progress=progress)
+    check_complete_coverage(files, volumes)
     record = provenance(cli.config.as_dict(), None,
                         dataset_record(dm.data_path, dm.split_folder(split), [v.path for v in volumes.values()]))
     acquisitions = {name: v.acquisition for name, v in volumes.items()}

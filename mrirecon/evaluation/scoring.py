@@ -89,3 +89,27 @@ def score_folder(
             raise UserError(f"{path}: shape {recon.shape} differs from the target's {target.shape}")
         scores[(fname, acc)] = volume_metrics(torch.from_numpy(target), torch.from_numpy(recon), crop_to_square=True)
     return scores, files
+
+
+def check_complete_coverage(files: Mapping[str, Mapping[tuple[str, float], Path]], volumes: Mapping[str, VolumeInfo]) -> None:
+    """Refuses to compare methods over unlike sets: every method must hold every volume of the
+    split at the same accelerations (a baseline killed half-way, or a folder of another split,
+    would otherwise be averaged over fewer volumes beside complete ones).
+
+    Args:
+        files: method (run) name -> what :func:`score_folder` returned as its file map.
+        volumes: the split's volumes by file name.
+
+    Raises:
+        UserError: naming the method, and the first missing volume and acceleration.
+    """
+    accelerations = sorted({acc for by_key in files.values() for _, acc in by_key})
+    expected = {(name, acc) for name in volumes for acc in accelerations}
+    for method, by_key in files.items():
+        missing = sorted(expected - set(by_key), key=lambda k: (k[1], k[0]))
+        if missing:
+            name, acc = missing[0]
+            raise UserError(
+                f"{method}: no reconstruction of {name} at {acc:g}x ({len(missing)} of {len(expected)} volume and "
+                f"acceleration pairs missing); every method must cover the split's {len(volumes)} volumes at "
+                f"{', '.join(f'{a:g}x' for a in accelerations)}: complete its run, or leave it out")

@@ -127,3 +127,23 @@ def test_a_checkpoint_is_scored_with_its_own_network_and_loss_under_the_report_c
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_a_method_missing_volumes_or_accelerations_is_refused_before_any_file(tiny_singlecoil, tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_path": str(tiny_singlecoil), "num_workers": 0,
+                                               "center_fractions": [0.08, 0.04], "accelerations": [4, 8]}}))
+    zf = run_baseline("zero-filled", config, tmp_path / "zf", progress=False)
+    for broken, remove in (("one-volume", lambda r: sorted((r / "8x").glob("*.h5"))[0].unlink()),
+                           ("no-8x", lambda r: shutil.rmtree(r / "8x"))):
+        partial = tmp_path / broken
+        shutil.copytree(zf / "reconstructions", partial)
+        remove(partial)
+        out = tmp_path / f"report-{broken}"
+        with pytest.raises(SystemExit) as err:
+            main(["report", "--config", str(config), "--method", f"zf={zf}", "--method", f"partial={partial}",
+                  "--out", str(out), "--no_progress"])
+        assert err.value.code == 2
+        message = capsys.readouterr().err
+        assert "partial: no reconstruction of" in message and "at 8x" in message, message
+        assert not any(out.glob("*.md")) and not any(out.glob("*.csv")), sorted(out.iterdir())
