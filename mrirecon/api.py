@@ -316,7 +316,15 @@ def _baseline_split(config: RunConfig, method: str, settings: "CSTVSettings", sp
     run_config = config.override(overrides)
     # The split's files are scanned first (cached) to choose between scoring and reconstructing.
     with lightning_quietly():
-        scored = all(v.target_key is not None for v in _parsed(run_config).datamodule.evaluation_volumes())
+        dm = _parsed(run_config).datamodule
+        volumes = dm.evaluation_volumes()
+        without = [v.path for v in volumes if v.target_key is None]
+        if without and len(without) < len(volumes):
+            raise UserError(f"{without[0]}: has no target while other files of {dm.split_folder(split)} have one; "
+                            "a split is scored whole or reconstructed only: move the target-less files to a split of their own")
+        scored = not without
+        if not scored:
+            print(f"{dm.split_folder(split)}: no targets (test/challenge files): reconstructions only, no metrics")
         if scored:
             cli = _run("test", run_config, EvaluationRequest(details, out / "reconstructions"), output_dir=str(out))
             result: EvaluationResults | Path = _results_of(cli)

@@ -85,3 +85,17 @@ def test_overrides_reach_the_data_section(tiny_singlecoil, tiny_multicoil, tmp_p
                                                                  "--data.challenge", "multicoil"], progress=False)
     assert sorted(p.name for p in (out / "reconstructions" / "4x").iterdir()) == sorted(
         p.name for p in (tiny_multicoil / "multicoil_test").iterdir())
+
+
+def test_a_split_mixing_files_with_and_without_targets_is_refused(tiny_singlecoil, tmp_path):
+    import shutil
+
+    from fastmri_like import write_volume
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_singlecoil, data)
+    write_volume(data / "singlecoil_test" / "no_target.h5", slices=2, coils=1, shape=(32, 32), target=None,
+                 challenge="singlecoil", mask=(0.08, 4), recon=(32, 32))
+    with pytest.raises(UserError, match="no_target.h5: has no target while other files"):
+        run_baseline("zero-filled", _config(tmp_path, data), tmp_path / "zf", progress=False)
+    assert not (tmp_path / "zf" / "metrics.csv").exists()
