@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrirecon.commands.arguments import ArgumentParser
+
 METHODS = ("zero-filled", "cs-tv")  # mrirecon.api.BASELINE_METHODS, without importing it for --help
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="mrirecon baseline",
         description="Zero-filled or CS-TV reconstructions of a split, scored like `mrirecon test`. "
         "Any config override (--data.data_path DIR, --cs_tv.iterations N, --trainer.accelerator cpu) "

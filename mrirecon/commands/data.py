@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from mrirecon.commands.arguments import ArgumentParser
 from mrirecon.data.anatomy import NAMED_SOURCES
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mrirecon data", description="Simulate or check fastMRI-format data.")
+    parser = ArgumentParser(prog="mrirecon data", description="Simulate or check fastMRI-format data.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="write a fastMRI-format dataset simulated from real anatomy")

@@ -19,15 +19,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrirecon.commands.arguments import ArgumentParser, positive_int
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mrirecon export", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="mrirecon export", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True, type=Path)
     parser.add_argument("--format", required=True, choices=("torchscript", "onnx"))
     parser.add_argument("--out", required=True, type=Path, help="the file to write")
-    parser.add_argument("--image_size", "--image-size", dest="image_size", type=int, nargs=2, default=(320, 320),
+    parser.add_argument("--image_size", "--image-size", dest="image_size", type=positive_int, nargs=2, default=(320, 320),
                         metavar=("H", "W"), help="U-Net example input size (default 320 320)")
-    parser.add_argument("--kspace_shape", "--kspace-shape", dest="kspace_shape", type=int, nargs=3, default=None,
+    parser.add_argument("--kspace_shape", "--kspace-shape", dest="kspace_shape", type=positive_int, nargs=3, default=None,
                         metavar=("COILS", "H", "W"), help="VarNet input: coils, rows and columns of k-space")
     return parser
 
@@ -64,6 +66,9 @@ def export(ckpt_path: Path, fmt: str, out: Path, image_size=(320, 320), kspace_s
     from mrirecon.methods.trained import network_from_checkpoint
 
     net = network_from_checkpoint(read_checkpoint(ckpt_path), ckpt_path).eval()
+    smallest = getattr(net, "min_input_size", 1)
+    if kspace_shape is None and min(image_size) < smallest:
+        raise UserError(f"--image_size {image_size[0]} {image_size[1]}: this U-Net needs at least {smallest} pixels per side")
     inputs = example_inputs(net, image_size, kspace_shape)
     with torch.no_grad():
         expected = net(*inputs).numpy()

@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrirecon.commands.arguments import ArgumentParser, positive_int
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mrirecon reconstruct", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="mrirecon reconstruct", description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT.h5")
     parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True, type=Path)
     parser.add_argument("--out", "--output_dir", dest="out", required=True, type=Path, help="output folder")
@@ -27,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--acceleration", type=int, default=None,
                         help="for files without their own mask: which of the model's accelerations to mask with")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int, default=8)
     return parser
 
 
@@ -61,6 +63,7 @@ def main(argv: list[str]) -> int:
     from mrirecon.evaluation.submission import write_reconstruction
     from mrirecon.methods.trained import TrainedModel
 
+    _check_device(args.device)
     settings = _data_settings(args, overrides)
     try:
         masks = ColumnMaskSampler(settings["mask_type"] or "random", settings["center_fractions"], settings["accelerations"])
@@ -94,6 +97,22 @@ def main(argv: list[str]) -> int:
         write_reconstruction(target, images, {"acceleration": float(acceleration)})
         print(f"{path} -> {target} ({float(acceleration):g}x, {images.shape[0]} slices of {images.shape[1]}x{images.shape[2]})")
     return 0
+
+
+def _check_device(device: str | None) -> None:
+    """``--device`` names a device torch knows and this machine has."""
+    if device is None:
+        return
+    import torch
+
+    from mrirecon.errors import UserError
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {device!r}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: this machine has no CUDA device (use cpu)")
 
 
 def read_kspace(path: Path):

@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrirecon.commands.arguments import ArgumentParser
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="mrirecon report",
         description="Compare methods on one split: table and figure. Any config override "
         "(--data.data_path DIR, ...) may follow.",

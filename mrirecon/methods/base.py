@@ -22,6 +22,7 @@ from torch import nn
 
 from mrirecon.core.transforms import crop_target, unnormalize
 from mrirecon.data.batch import KSpaceBatch, network_input
+from mrirecon.errors import UserError
 
 
 class ReconMethod(Protocol):
@@ -51,6 +52,13 @@ class ImageNetworkMethod:
 
     def __call__(self, batch: KSpaceBatch) -> torch.Tensor:
         image = network_input(batch).contiguous(memory_format=self.memory_format)
+        smallest = getattr(self.net, "min_input_size", 1)
+        if min(image.shape[-2:]) < smallest:
+            # Pooling would reach zero pixels and fail deep inside torch; say what to change.
+            raise UserError(
+                f"model.net.init_args.num_pool_layers: {self.net.num_pool_layers} pools need images of at least "
+                f"{smallest}x{smallest} pixels, got {image.shape[-2]}x{image.shape[-1]} ({batch.fname[0]}): use fewer "
+                "pools or a larger reconstruction size")
         output = self.net(image).squeeze(1)
         return unnormalize(output, batch.mean, batch.std)
 

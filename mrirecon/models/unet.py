@@ -173,6 +173,11 @@ class Unet(nn.Module):
             )
         )
 
+    @property
+    def min_input_size(self) -> int:
+        """The smallest image side this U-Net takes: each of its pools halves the image."""
+        return 2 ** self.num_pool_layers
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Maps ``(N, in_chans, H, W)`` to ``(N, out_chans, H, W)``."""
         stack = []

@@ -92,3 +92,35 @@ def test_export_over_its_checkpoint_is_refused(checkpoint, tmp_path):
     result = run_cli("export", "--ckpt_path", copy, "--format", "torchscript", "--out", tmp_path / "." / "model.ckpt")
     assert_user_error(result, "would overwrite the input")
     assert copy.read_bytes() == before
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--batch_size", "0"], "--batch_size/--batch-size: expected a positive integer"),
+    (["--batch_size", "-1"], "--batch_size"),
+    (["--device", "bogus"], "--device 'bogus': not a device"),
+    (["--device", "cuda"], "no CUDA device"),
+])
+def test_reconstruct_settings_are_checked_first(checkpoint, tiny_singlecoil, tmp_path, args, fragment):
+    import torch
+
+    if args == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _, ckpt = checkpoint
+    scan = _scans(tiny_singlecoil, tmp_path / "scans")[0]
+    assert_user_error(run_cli("reconstruct", "--ckpt_path", ckpt, scan, "--out", tmp_path / "o", *args), fragment)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("size, fragment", [(["0", "0"], "positive integer"), (["-4", "32"], "positive integer"),
+                                            (["1", "1"], "at least 4 pixels"), (["3", "7"], "at least 4 pixels")])
+def test_export_sizes_too_small_for_the_network_are_refused(checkpoint, tmp_path, size, fragment):
+    _, ckpt = checkpoint  # chans 4, 2 pools: 4 pixels per side at least
+    result = run_cli("export", "--ckpt_path", ckpt, "--format", "torchscript", "--out", tmp_path / "m.pt", "--image_size", *size)
+    assert_user_error(result, fragment)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_argument_mistakes_are_one_line(tmp_path):
+    result = run_cli("baseline", "--config", tmp_path / "c.yaml")
+    assert_user_error(result, "mrirecon baseline: the following arguments are required: --method")
+    assert "usage:" not in result.err

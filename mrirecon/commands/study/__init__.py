@@ -24,10 +24,10 @@ validation loss with batch-norm layers normalising by each validation batch's ow
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from mrirecon.commands.arguments import ArgumentParser
 from mrirecon.commands.study.events import RunSummary, load_scalars, summarise_run
 from mrirecon.commands.study.grid import FULL, OPTIMIZERS, QUICK, QUICK_DATA, Grid, Plan, Run, as_command_line, fit_overrides, format_lr, plan_runs
 from mrirecon.commands.study.report import TARGET_FRACTION, write_report
@@ -42,7 +42,7 @@ __all__ = [
 
 def main(argv: list[str]) -> int:
     """``mrirecon study [--quick] [--out DIR] [--root DIR] [--force] [--dry_run]``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="mrirecon study",
         description="Train one U-Net under a grid of optimisers/learning rates and normalisation layers, "
         "then plot and tabulate the runs. Finished runs are skipped, so an interrupted study resumes.",
