@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Literal, Sequence, get_args
 
 import numpy as np
-import torch
 from fastmri.data.subsample import MaskFunc, create_mask_for_mask_type
 
 MaskType = Literal["random", "equispaced", "equispaced_fraction", "magic", "magic_fraction"]
@@ -133,26 +132,3 @@ class ColumnMaskSampler:
             mask[: padding[0]] = False
             mask[padding[1] :] = False
         return mask, int(num_low)
-
-
-
-def centre_band_width(mask: torch.Tensor) -> torch.Tensor:
-    """Widths of the contiguous runs of sampled columns through the centre column.
-
-    The auto-calibration (ACS) band of masks whose centre fraction is unknown, such as the
-    ``mask`` stored in fastMRI's test and challenge files (fastMRI's VarNet finds it the same
-    way, from the mask), and the widest fully sampled centre band of drawn masks, which
-    sensitivity estimates use whole.
-
-    Args:
-        mask: ``(W,)`` or ``(B, W)`` boolean column masks.
-
-    Returns:
-        ``()`` or ``(B,)`` long tensor: the run's number of columns, 0 where the centre column
-        is not sampled.
-    """
-    mask = torch.as_tensor(mask).bool()
-    centre = mask.shape[-1] // 2
-    left = mask[..., :centre].flip(-1).long().cumprod(-1).sum(-1)
-    right = mask[..., centre:].long().cumprod(-1).sum(-1)
-    return torch.where(mask[..., centre], left + right, torch.zeros_like(right))

@@ -38,6 +38,8 @@ from typing import NamedTuple, TypeVar
 
 import torch
 
+from mrirecon.core.operator import evaluation_crop_size, square_crop
+
 __all__ = [
     "SSIM_WIN_SIZE",
     "evaluation_crop_size",
@@ -57,23 +59,6 @@ _MAX_RTOL = 1e-6
 
 K = TypeVar("K", bound=Hashable)
 G = TypeVar("G", bound=Hashable)
-
-
-def evaluation_crop_size(shape: Sequence[int]) -> tuple[int, int]:
-    """The square fastMRI's evaluation command crops an image of ``(..., rows, cols)`` to.
-
-    Its side is the image width, or the height where that is smaller (fastMRI's command fails
-    there instead).
-    """
-    side = min(int(shape[-2]), int(shape[-1]))
-    return side, side
-
-
-def _square_crop(x: torch.Tensor) -> torch.Tensor:
-    rows, cols = evaluation_crop_size(x.shape)
-    top = (x.shape[-2] - rows) // 2
-    left = (x.shape[-1] - cols) // 2
-    return x[..., top:top + rows, left:left + cols]
 
 
 def _as_images(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -223,7 +208,7 @@ def volume_metrics(target: torch.Tensor, pred: torch.Tensor, crop_to_square: boo
         (of the crop).
     """
     if crop_to_square:
-        target, pred = _square_crop(target), _square_crop(pred)
+        target, pred = square_crop(target), square_crop(pred)
     target_w, pred_w = _image_pair(target, pred)
     volume_max = target_w.max().double()
     per_slice = _slice_stats(target_w, pred_w, volume_max.expand(target_w.shape[0]))
@@ -311,7 +296,7 @@ class VolumeMetricAccumulator:
             ValueError: On inconsistent shapes or lengths.
         """
         if self.crop_to_square:
-            target, pred = _square_crop(target), _square_crop(pred)
+            target, pred = square_crop(target), square_crop(pred)
         target_w, pred_w = _image_pair(target, pred)
         batch = target_w.shape[0]
         slices = torch.as_tensor(slice_nums).reshape(-1)

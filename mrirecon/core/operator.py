@@ -15,6 +15,9 @@ networks' data consistency, the simulator and the metrics' crops. Conventions, b
 We use ``torch.fft`` on complex tensors rather than fastMRI's ``fft2c`` on real views: the same
 transform and the same numbers (a test checks equality), without two ``view_as_real`` round
 trips, and with the uncentred variant and 1-D transforms that fastMRI lacks.
+``deepinv.physics.MRI`` is the same single-coil operator (a test checks equality) but is not used:
+it takes real ``(B, 2, H, W)`` channel layouts and 2-D masks, and brings a dependency into the data
+chain for no gain.
 
 The operator :class:`MRIOperator` is ``A = M F S``: coil sensitivities ``S`` (none: one coil of
 unit sensitivity), the FFT ``F`` and a sampling mask ``M`` (:class:`SamplingMask`), with its
@@ -88,6 +91,21 @@ def fft1c(image: torch.Tensor, dim: int = -2, centered: bool = True) -> torch.Te
     if not centered:
         return torch.fft.fft(image, dim=dim, norm="ortho")
     return torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(image, dim=dim), dim=dim, norm="ortho"), dim=dim)
+
+
+def fftshift2(x: torch.Tensor) -> torch.Tensor:
+    """``fftshift`` over the last two axes: plain-FFT (DC-first) order to centred order."""
+    return torch.fft.fftshift(x, dim=SPATIAL)
+
+
+def ifftshift2(x: torch.Tensor) -> torch.Tensor:
+    """``ifftshift`` over the last two axes, the inverse of :func:`fftshift2` (also for odd sizes).
+
+    The centred FFT is ``fftshift2 ∘ fft2 ∘ ifftshift2`` and masks and maps act pointwise, so an
+    iterative solver can move its arrays once into the ``ifftshift2``-ed domain and use
+    ``centered=False`` there (CS-TV does).
+    """
+    return torch.fft.ifftshift(x, dim=SPATIAL)
 
 
 def fft2c_numpy(image: np.ndarray, centered: bool = True) -> np.ndarray:
@@ -205,11 +223,17 @@ def contiguous_centre_width(mask: torch.Tensor) -> torch.Tensor:
         ``()`` or ``(B,)`` long tensor: the run's number of columns, 0 where the centre column
         is not sampled.
     """
-    mask = torch.as_tensor(mask).bool()
+    left, right = _centre_run(torch.as_tensor(mask).bool())
+    return left + right
+
+
+def _centre_run(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampled columns of the run through the centre column: (left of it, from it on); 0, 0 where
+    the centre column is not sampled."""
     centre = mask.shape[-1] // 2
     left = mask[..., :centre].flip(-1).long().cumprod(-1).sum(-1)
     right = mask[..., centre:].long().cumprod(-1).sum(-1)
-    return torch.where(mask[..., centre], left + right, torch.zeros_like(right))
+    return torch.where(mask[..., centre], left, 0), right
 
 
 def varnet_centre_width(mask: torch.Tensor, num_low_frequencies: torch.Tensor | int | None = None) -> torch.Tensor:
@@ -277,8 +301,14 @@ class SamplingMask:
         mask = torch.as_tensor(mask).bool()
         if mask.ndim == 1:
             mask = mask[None]
-        widths = contiguous_centre_width(mask) if num_low_frequencies is None else num_low_frequencies
-        widths = torch.as_tensor(widths, device=mask.device).reshape(-1).expand(mask.shape[0])
+        if num_low_frequencies is None:
+            # The run itself, which need not be symmetric about the centre as centre_band's is.
+            left, right = _centre_run(mask)
+            columns = torch.arange(mask.shape[-1], device=mask.device)[None]
+            centre = mask.shape[-1] // 2
+            band = (columns >= centre - left[:, None]) & (columns < centre + right[:, None])
+            return cls(mask, band)
+        widths = torch.as_tensor(num_low_frequencies, device=mask.device).reshape(-1).expand(mask.shape[0])
         return cls(mask, centre_band(mask.shape[-1], widths) & mask)
 
     @property

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mrirecon.core.masks import ColumnMaskSampler
-from mrirecon.core.transforms import crop_target
+from mrirecon.core.operator import center_crop
 from mrirecon.data.volumes import Challenge, VolumeInfo
 from mrirecon.errors import UserError
 
@@ -134,7 +134,7 @@ class SliceDataset(Dataset):
         if target is None:
             target_t, has_target = torch.zeros(crop), False
         else:
-            target_t, has_target = crop_target(torch.from_numpy(np.asarray(target, dtype=np.float32)), crop), True
+            target_t, has_target = center_crop(torch.from_numpy(np.asarray(target, dtype=np.float32)), crop), True
         kspace = torch.from_numpy(np.asarray(kspace, dtype=np.complex64))
         return SliceSample(
             kspace=kspace if kspace.ndim == 3 else kspace[None],

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from mrirecon.core import atomic
-from mrirecon.core.masks import centre_band_width
-from mrirecon.core.metrics import evaluation_crop_size
+from mrirecon.core.operator import center_crop, contiguous_centre_width, evaluation_crop_size
 from mrirecon.errors import UserError
 
 Challenge = Literal["singlecoil", "multicoil"]
@@ -81,7 +80,7 @@ class VolumeInfo:
     @property
     def fixed_num_low_frequencies(self) -> int:
         """The auto-calibration band of the file's own mask (0 without one)."""
-        return int(centre_band_width(torch.tensor(self.fixed_mask))) if self.fixed_mask is not None else 0
+        return int(contiguous_centre_width(torch.tensor(self.fixed_mask))) if self.fixed_mask is not None else 0
 
     def reconstruction_size(self, crop_size: tuple[int, int] | None = None) -> tuple[int, int]:
         """The image size this volume is reconstructed and scored at.
@@ -135,15 +134,9 @@ def _all_finite(dataset: h5py.Dataset) -> bool:
     return all(np.isfinite(dataset[i]).all() for i in range(dataset.shape[0]))
 
 
-def _centre_crop(volume: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    top = (volume.shape[-2] - size[0]) // 2
-    left = (volume.shape[-1] - size[1]) // 2
-    return volume[..., top:top + size[0], left:left + size[1]]
-
-
 def scored_maximum(target: np.ndarray, size: tuple[int, int]) -> float:
     """The maximum of a target volume over the region scored at reconstruction ``size``."""
-    region = _centre_crop(_centre_crop(target, size), evaluation_crop_size(size))
+    region = center_crop(center_crop(target, size), evaluation_crop_size(size))
     return float(region.max())
 
 

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from mrirecon.core.metrics import volume_metrics
-from mrirecon.core.transforms import crop_target
+from mrirecon.core.operator import center_crop
 from mrirecon.data.volumes import VolumeInfo
 from mrirecon.errors import UserError
 
@@ -63,7 +63,7 @@ def target_volume(info: VolumeInfo, crop_size: tuple[int, int] | None) -> np.nda
     if info.target_key is None:
         raise UserError(f"{info.path}: no target to score against")
     size = info.reconstruction_size(crop_size)
-    return crop_target(torch.from_numpy(load_array(info.path, info.target_key)), size).numpy()
+    return center_crop(torch.from_numpy(load_array(info.path, info.target_key)), size).numpy()
 
 
 def score_folder(

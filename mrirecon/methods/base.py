@@ -20,7 +20,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from mrirecon.core.transforms import crop_target, unnormalize
+from mrirecon.core.operator import center_crop
+from mrirecon.core.transforms import unnormalize
 from mrirecon.data.batch import KSpaceBatch, network_input
 from mrirecon.errors import UserError
 
@@ -80,7 +81,7 @@ class KSpaceNetworkMethod:
         kspace = torch.view_as_real(batch.kspace)
         mask = batch.mask[:, None, None, :, None]
         image = self.net(kspace, mask, batch.num_low_frequencies)
-        return crop_target(image, batch.crop_size)
+        return center_crop(image, batch.crop_size)
 
 
 def as_method(net: nn.Module, channels_last: bool = False) -> ReconMethod:

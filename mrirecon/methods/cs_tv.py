@@ -125,8 +125,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from mrirecon.core.masks import centre_band_width
-from mrirecon.core.transforms import crop_target
+from mrirecon.core.operator import center_crop, contiguous_centre_width, fft2c, fftshift2, ifft2c, ifftshift2
 from mrirecon.data.batch import KSpaceBatch
 from mrirecon.errors import UserError
 
@@ -153,21 +152,12 @@ DEFAULT_ITERATIONS = 300
 """Recommended iterations at 4x (use 500 at 8x)."""
 
 
-def _ifft2c(k: torch.Tensor) -> torch.Tensor:
-    dims = (-2, -1)
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=dims), norm="ortho"), dim=dims)
-
-
 # The solver works on ifftshift-ed images and k-space. The centred FFT is
 # fftshift ∘ fft2 ∘ ifftshift, the mask and maps act pointwise, and circular TV is invariant under
 # the circular shift, so in that domain plain FFTs give the same problem and the same objective,
 # saving four rolls of every array per iteration; only inputs and the result are shifted.
-def _to_solver_domain(t: torch.Tensor) -> torch.Tensor:
-    return torch.fft.ifftshift(t, dim=(-2, -1))
-
-
-def _from_solver_domain(t: torch.Tensor) -> torch.Tensor:
-    return torch.fft.fftshift(t, dim=(-2, -1))
+_to_solver_domain = ifftshift2
+_from_solver_domain = fftshift2
 
 
 def _grad(x: torch.Tensor) -> torch.Tensor:
@@ -227,12 +217,12 @@ def _prepare(
 
 def _forward(x: torch.Tensor, sens: torch.Tensor | None) -> torch.Tensor:
     """F S x in the solver domain (plain orthonormal FFT, see ``_to_solver_domain``)."""
-    return torch.fft.fft2(x if sens is None else sens * x.unsqueeze(1), norm="ortho")
+    return fft2c(x if sens is None else sens * x.unsqueeze(1), centered=False)
 
 
 def _adjoint(k: torch.Tensor, sens: torch.Tensor | None) -> torch.Tensor:
     """Sᴴ Fᴴ k in the solver domain."""
-    images = torch.fft.ifft2(k, norm="ortho")
+    images = ifft2c(k, centered=False)
     return images if sens is None else (sens.conj() * images).sum(dim=1)
 
 
@@ -463,7 +453,7 @@ def estimate_sensitivities(
     position = torch.arange(width, device=y.device, dtype=real_dtype) - start.unsqueeze(1) + 1
     inside = (position >= 1) & (position <= n.unsqueeze(1))
     window = torch.where(inside, torch.sin(torch.pi * position / (n.unsqueeze(1) + 1)).square(), 0.0)
-    images = _ifft2c(y * window.view(batch, 1, 1, width))
+    images = ifft2c(y * window.view(batch, 1, 1, width))
     rss = images.abs().square().sum(1, keepdim=True).sqrt()
     floor = rel_eps * rss.flatten(1).amax(1).view(batch, 1, 1, 1)
     return images / torch.maximum(rss, floor)
@@ -528,9 +518,9 @@ class CSTV(nn.Module):
             y = y[:, 0]
         else:
             # All of the fully sampled centre: the drawn band plus sampled neighbours.
-            acs = torch.maximum(centre_band_width(batch.mask), batch.num_low_frequencies).clamp_min(1)
+            acs = torch.maximum(contiguous_centre_width(batch.mask), batch.num_low_frequencies).clamp_min(1)
             sens = estimate_sensitivities(y, acs)
         lam_rel = torch.tensor([self.settings.lam_for(a) for a in batch.acceleration], device=y.device)
         lam = relative_lambda_to_absolute(lam_rel, y, mask, sens)
         image = cs_tv_reconstruct(y, mask, lam, iterations=self.settings.iterations, sens=sens)
-        return crop_target(image.abs(), batch.crop_size)
+        return center_crop(image.abs(), batch.crop_size)

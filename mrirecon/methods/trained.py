@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mrirecon.core.checkpoint_files import read_checkpoint
-from mrirecon.core.masks import centre_band_width
+from mrirecon.core.operator import contiguous_centre_width
 from mrirecon.data.batch import KSpaceBatch, prepare_batch
 from mrirecon.errors import UserError
 from mrirecon.methods.base import as_method
@@ -101,7 +101,7 @@ class TrainedModel:
         mask = torch.as_tensor(mask).bool().reshape(-1)
         if mask.shape[0] != kspace.shape[-1]:
             raise UserError(f"mask: {mask.shape[0]} columns, kspace has {kspace.shape[-1]}")
-        low = int(centre_band_width(mask)) if num_low_frequencies is None else int(num_low_frequencies)
+        low = int(contiguous_centre_width(mask)) if num_low_frequencies is None else int(num_low_frequencies)
         crop = (int(crop_size[0]), int(crop_size[1]))
         images = []
         for start in range(0, kspace.shape[0], batch_size):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrirecon.core.transforms import full_precision
+from mrirecon.core.operator import centre_band, fft2c, full_precision, ifft2c, rss, varnet_centre_width
 from mrirecon.models.checks import check_positive, check_probability
 from mrirecon.models.norms import NormKind
 from mrirecon.models.unet import Unet
@@ -88,19 +88,22 @@ class NormUnet(nn.Module):
         return self._channels_to_complex(x)
 
 
+# The network keeps fastMRI's real-view layout (..., 2) so its weights and U-Net inputs match
+# fastMRI's; the transforms themselves are the operator's, on complex views of the same memory.
+def _as_complex(x: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(x.contiguous())
+
+
 @full_precision
 def _centre_only(kspace: torch.Tensor, num_low_frequencies: torch.Tensor) -> torch.Tensor:
     """Keeps each sample's centre band of columns (fastMRI's ``batched_mask_center``)."""
-    width = kspace.shape[-2]
-    start = torch.div(width - num_low_frequencies + 1, 2, rounding_mode="floor")
-    columns = torch.arange(width, device=kspace.device)
-    keep = (columns[None] >= start[:, None]) & (columns[None] < (start + num_low_frequencies)[:, None])
+    keep = centre_band(kspace.shape[-2], num_low_frequencies)
     return kspace * keep[:, None, None, :, None]
 
 
 @full_precision
 def _ifft2c(x: torch.Tensor) -> torch.Tensor:
-    return fastmri.ifft2c(x)
+    return torch.view_as_real(ifft2c(_as_complex(x)))
 
 
 @full_precision
@@ -110,34 +113,17 @@ def _divide_rss(x: torch.Tensor) -> torch.Tensor:
 
 @full_precision
 def _sens_expand(x: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
-    return fastmri.fft2c(fastmri.complex_mul(x, sens_maps))
+    return torch.view_as_real(fft2c(_as_complex(fastmri.complex_mul(x, sens_maps))))
 
 
 @full_precision
 def _sens_reduce(x: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
-    return fastmri.complex_mul(fastmri.ifft2c(x), fastmri.complex_conj(sens_maps)).sum(dim=1, keepdim=True)
+    return fastmri.complex_mul(_ifft2c(x), fastmri.complex_conj(sens_maps)).sum(dim=1, keepdim=True)
 
 
 @full_precision
 def _rss_image(kspace: torch.Tensor) -> torch.Tensor:
-    return fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(kspace)), dim=1)
-
-
-def low_frequency_widths(mask: torch.Tensor, num_low_frequencies: torch.Tensor | int | None) -> torch.Tensor:
-    """``(B,)`` widths of the centre band, from the batch or, where 0 or missing, from the mask.
-
-    From the mask as fastMRI does: twice the shorter run of sampled columns on either side of
-    the centre (a symmetric band), at least 1.
-    """
-    batch = mask.shape[0]
-    given = torch.as_tensor(0 if num_low_frequencies is None else num_low_frequencies, device=mask.device)
-    given = given.reshape(-1).expand(batch).long()
-    columns = mask[:, 0, 0, :, 0].to(torch.int8)
-    centre = columns.shape[1] // 2
-    left = torch.argmin(columns[:, :centre].flip(1), dim=1)
-    right = torch.argmin(columns[:, centre:], dim=1)
-    from_mask = torch.maximum(2 * torch.minimum(left, right), torch.ones_like(left))
-    return torch.where(given > 0, given, from_mask)
+    return rss(ifft2c(_as_complex(kspace)))
 
 
 class SensitivityModel(nn.Module):
@@ -163,7 +149,7 @@ class SensitivityModel(nn.Module):
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
                 num_low_frequencies: torch.Tensor | int | None = None) -> torch.Tensor:
         if self.mask_center:
-            masked_kspace = _centre_only(masked_kspace, low_frequency_widths(mask, num_low_frequencies))
+            masked_kspace = _centre_only(masked_kspace, varnet_centre_width(mask[:, 0, 0, :, 0], num_low_frequencies))
         images = _ifft2c(masked_kspace)
         b, c, h, w, two = images.shape
         maps = self.norm_unet(images.view(b * c, 1, h, w, two)).view(b, c, h, w, two)

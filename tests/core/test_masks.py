@@ -88,7 +88,7 @@ def test_bad_settings_name_the_argument(fractions, accelerations, message):
 
 
 def test_centre_band_width_of_file_masks():
-    from mrirecon.core.masks import centre_band_width
+    from mrirecon.core.operator import contiguous_centre_width as centre_band_width
 
     sampler = ColumnMaskSampler("equispaced_fraction", [0.08], [4])
     masks = []
