@@ -1,8 +1,7 @@
 """The package reads as the data flow: no module imports a layer above its own.
 
 core → data → models → methods → evaluation → lightning → commands. Only the Lightning part and
-the commands import Lightning. Alias modules (``ALIAS_OF``) keep names from before 0.2 alive
-and are the only exceptions.
+the commands import Lightning. No module is exempt.
 """
 
 import ast
@@ -39,14 +38,9 @@ def imports(path: Path) -> list[str]:
     return found
 
 
-def is_alias(path: Path) -> bool:
-    return "ALIAS_OF = " in path.read_text()
-
-
 def modules():
     for path in sorted(PACKAGE.rglob("*.py")):
-        if not is_alias(path):
-            yield path, module_name(path)
+        yield path, module_name(path)
 
 
 def test_every_module_has_a_layer():
