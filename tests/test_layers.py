@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mrirecon"
 LAYERS = ["core", "data", "models", "methods", "evaluation", "lightning", "commands"]
 # Top-level modules: the exception type is part of the bottom layer, the entry points and the
 # Python API (which the commands call) the top.
-TOP_LEVEL = {"mrirecon": 0, "mrirecon.errors": 0, "mrirecon.__main__": len(LAYERS) - 1, "mrirecon.api": len(LAYERS) - 1}
+TOP_LEVEL = {"mrirecon": 0, "mrirecon.errors": 0, "mrirecon.internals": 0, "mrirecon.__main__": len(LAYERS) - 1, "mrirecon.api": len(LAYERS) - 1}
 LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning", "lightning_fabric")
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import shutil
 import sys
 import warnings
@@ -39,6 +38,8 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from mrirecon.core import atomic
 from mrirecon.errors import UserError
+from mrirecon import internals
+from mrirecon.internals import LightningCLIHooks
 from mrirecon.evaluation.provenance import checkpoint_record, dataset_record, provenance
 from mrirecon.evaluation.results import EvaluationResults, publish_results
 from mrirecon.lightning.callbacks import PhaseLines, ReconstructionWriter
@@ -121,7 +122,7 @@ class FitConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
 
-class MriReconCLI(LightningCLI):
+class MriReconCLI(LightningCLIHooks, LightningCLI):
     """LightningCLI with Adam (lr 1e-3) as the default optimiser and the checks above.
 
     After a ``test``, :attr:`results` holds the scored :class:`EvaluationResults`; after a
@@ -150,7 +151,7 @@ class MriReconCLI(LightningCLI):
             "predict: where reconstructions go (default <run>/reconstructions/<checkpoint>_<split>)",
         )
 
-    def _parse_ckpt_path(self) -> None:
+    def keep_config_over_checkpoint(self) -> None:
         # LightningCLI would overwrite the model section with the checkpoint's hyperparameters,
         # silently dropping what the config and command line say (--model.method_name, a
         # different net). The config is what runs; a checkpoint that does not fit it is an error.
@@ -358,14 +359,10 @@ class MriReconCLI(LightningCLI):
         if self.trainer.is_global_zero and self.request.show:
             print(f"writing reconstructions to {out}")
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        try:
-            super()._run_subcommand(subcommand)
-        except BaseException:
-            new_run = getattr(self, "_new_run", None)
-            if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
-                shutil.rmtree(new_run, ignore_errors=True)
-            raise
+    def on_subcommand_failure(self, subcommand: str) -> None:
+        new_run = getattr(self, "_new_run", None)
+        if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
+            shutil.rmtree(new_run, ignore_errors=True)
 
 
 def _build(spec: Any, first_argument: Any) -> Any:
@@ -383,43 +380,13 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-# Lines of jsonargparse's union reports that say nothing about the user's mistake.
-_UNION_NOISE = (
-    "Does not validate against any of the Union subtypes",
-    "Subtypes:",
-    "Errors:",
-    "Given value type:",
-    "Given value:",
-    "Expected a <class 'NoneType'>",
-)
-
-
-def _one_line(err: BaseException) -> str:
-    """jsonargparse's multi-line report as one line: the key, then the nested problem.
-
-    The first line alone is often just ``Parser key "model.loss":``; the reason follows on
-    indented lines, among the alternatives of a union (``net`` may be a Module or None).
-    """
-    lines = [line.strip().lstrip("-").strip() for line in str(err).splitlines()]
-    lines = [line for line in lines if line and not line.startswith(_UNION_NOISE)]
-    if not lines:
-        return type(err).__name__
-    text = lines[0]
-    for line in lines[1:]:
-        text += (" " if text.endswith(":") else "; ") + line
-    return text
-
+# jsonargparse's multi-line report as one line (its text is parsed in mrirecon.internals).
+_one_line = internals.jsonargparse_one_line
 
 # Messages of Lightning and its dependencies that say nothing to our users: tips for paid
-# services are logged at INFO (Lightning's loggers go to WARNING), these are warnings.
-_NOISE = (
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's use of a torch internal
-    r".*will be overridden by `MriReconCLI.configure_optimizers`",  # the fallback is for use without the CLI
-    r"You are using a custom batch sampler",  # ours returns every index, padding aside
-    r"Checkpoint directory .* exists and is not empty",  # a resumed run continues in its folder
-    r"The '\w+_dataloader' does not have many workers",  # num_workers is the user's choice
-    r"Be aware that when using `ckpt_path`, callbacks used to create",  # test/predict need no training callbacks
-)
+# services are logged at INFO (Lightning's loggers go to WARNING), these are warnings
+# (mrirecon.internals.LIGHTNING_NOISE).
+_NOISE = internals.LIGHTNING_NOISE
 
 
 def quiet_lightning() -> None:
@@ -466,7 +433,7 @@ def build_cli(argv: ConfigArgs, run: bool = True, request: Optional[EvaluationRe
         with lightning_quietly():
             # We always pass the arguments (a subcommand's, not sys.argv), which LightningCLI
             # warns about when sys.argv is not empty.
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            warnings.filterwarnings("ignore", message=internals.CLI_ARGS_WARNING)
             return MriReconCLI(
                 ReconModule,
                 ReconDataModule,
@@ -484,21 +451,13 @@ def build_cli(argv: ConfigArgs, run: bool = True, request: Optional[EvaluationRe
     except argparse.ArgumentError as err:
         raise UserError(f"config: {_one_line(err)}") from None
     except RuntimeError as err:
-        if "Error(s) in loading state_dict" in str(err):
+        if internals.is_state_dict_mismatch(err):
             raise UserError(_state_dict_mismatch(err, argv)) from None
         raise
 
 
 def _state_dict_mismatch(err: RuntimeError, argv: ConfigArgs) -> str:
-    missing = re.search(r'Missing key\(s\) in state_dict: "([^"]+)"', str(err))
-    unexpected = re.search(r'Unexpected key\(s\) in state_dict: "([^"]+)"', str(err))
-    shape = re.search(r"size mismatch for ([\w.]+)", str(err))
-    detail = (
-        f"size mismatch for {shape.group(1)}" if shape
-        else f"missing {missing.group(1)}" if missing
-        else f"unexpected {unexpected.group(1)}" if unexpected
-        else "parameters differ"
-    )
+    detail = internals.state_dict_mismatch_detail(err)
     if isinstance(argv, dict):
         ckpt = next((v.get("ckpt_path") for v in argv.values() if isinstance(v, dict) and v.get("ckpt_path")), None)
     else:
@@ -525,7 +484,7 @@ def read_config(argv: ConfigArgs) -> dict[str, Any]:
     """
     try:
         with lightning_quietly():
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            warnings.filterwarnings("ignore", message=internals.CLI_ARGS_WARNING)
             cli = _ConfigReader(ReconModule, ReconDataModule, args=dict(argv) if isinstance(argv, Mapping) else argv, run=False, trainer_defaults=TRAINER_DEFAULTS,
                                 save_config_callback=None, parser_kwargs={"exit_on_error": False})
     except argparse.ArgumentError as err:
