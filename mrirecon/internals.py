@@ -48,6 +48,12 @@ def validates_by_time(trainer: Any) -> bool:
     return getattr(trainer, "_val_check_time_interval", None) is not None
 
 
+# Relied on without a private name (mrirecon.lightning.datamodule.ResumableDataLoader): Lightning
+# saves and restores a training DataLoader that has ``state_dict``/``load_state_dict`` (its private
+# ``_Stateful`` protocol) in the checkpoint's fit-loop state. Missing public API: no documented
+# hook for a DataLoader's own state. tests/test_internals.py checks it too.
+
+
 # --- Lightning: overrides of private hooks ----------------------------------------------------
 
 

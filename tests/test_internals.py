@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import errno
+import functools
 import inspect
 import mmap
 import os
@@ -86,6 +87,24 @@ def test_the_loops_count_optimiser_steps_and_batches(tmp_path):
         assert module.seen == [(0, 0), (1, 1)]
     except (AttributeError, AssertionError) as err:
         pytest.fail(changed(PL, f"the epoch loop's step and batch counters ({err!r})"))
+
+
+def test_a_training_dataloader_with_a_state_is_saved_in_the_checkpoint(tmp_path):
+    class Stateful(DataLoader):
+        def state_dict(self):
+            return {"batches_done": 7}
+
+        def load_state_dict(self, state):
+            pass
+
+    class Module(Tiny):
+        def train_dataloader(self):
+            return Stateful(torch.ones(4, 1), batch_size=1)
+
+    trainer = tiny_trainer(tmp_path)
+    trainer.fit(Module())
+    saved = trainer.fit_loop.on_save_checkpoint().get("combined_loader")
+    assert saved == [{"batches_done": 7}], changed(PL, "how a DataLoader's state_dict is saved (its _Stateful protocol)")
 
 
 def test_a_time_interval_for_validations_is_kept_on_the_trainer(tmp_path):
@@ -263,6 +282,7 @@ WARNINGS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def library_strings(relative: str) -> list[str]:
     """The string literals of an installed library file, f-string fields written {}."""
     root = Path(torch.__file__).parents[1]
