@@ -7,7 +7,7 @@ exits with status 2, without a traceback; anything else is a bug and keeps its t
 
 from __future__ import annotations
 
-from mrirecon.internals import worker_error_message
+from mrirecon.internals import user_error_from_worker
 
 
 class UserError(Exception):
@@ -16,7 +16,7 @@ class UserError(Exception):
     def __init__(self, message: str = "") -> None:
         message = str(message)
         # Re-raised from a DataLoader worker: the same one line the user sees with num_workers 0.
-        message = worker_error_message(message) or message
+        message = user_error_from_worker(message) or message
         super().__init__(message)
 
 

@@ -39,7 +39,9 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from mrirecon.core import atomic
 from mrirecon.errors import UserError
 from mrirecon import internals
-from mrirecon.internals import LightningCLIHooks
+# jsonargparse's and Lightning's message text (mrirecon.internals holds every such match).
+from mrirecon.internals import NOISY_WARNINGS as _NOISE
+from mrirecon.internals import one_line_jsonargparse_error as _one_line
 from mrirecon.evaluation.provenance import checkpoint_record, dataset_record, provenance
 from mrirecon.evaluation.results import EvaluationResults, publish_results
 from mrirecon.lightning.callbacks import PhaseLines, ReconstructionWriter
@@ -122,7 +124,7 @@ class FitConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
 
-class MriReconCLI(LightningCLIHooks, LightningCLI):
+class MriReconCLI(LightningCLI):
     """LightningCLI with Adam (lr 1e-3) as the default optimiser and the checks above.
 
     After a ``test``, :attr:`results` holds the scored :class:`EvaluationResults`; after a
@@ -151,7 +153,7 @@ class MriReconCLI(LightningCLIHooks, LightningCLI):
             "predict: where reconstructions go (default <run>/reconstructions/<checkpoint>_<split>)",
         )
 
-    def keep_config_over_checkpoint(self) -> None:
+    def _parse_ckpt_path(self) -> None:
         # LightningCLI would overwrite the model section with the checkpoint's hyperparameters,
         # silently dropping what the config and command line say (--model.method_name, a
         # different net). The config is what runs; a checkpoint that does not fit it is an error.
@@ -359,10 +361,14 @@ class MriReconCLI(LightningCLIHooks, LightningCLI):
         if self.trainer.is_global_zero and self.request.show:
             print(f"writing reconstructions to {out}")
 
-    def on_subcommand_failure(self, subcommand: str) -> None:
-        new_run = getattr(self, "_new_run", None)
-        if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
-            shutil.rmtree(new_run, ignore_errors=True)
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            new_run = getattr(self, "_new_run", None)
+            if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
+                shutil.rmtree(new_run, ignore_errors=True)
+            raise
 
 
 def _build(spec: Any, first_argument: Any) -> Any:
@@ -378,15 +384,6 @@ def _as_list(value: Any) -> list:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-# jsonargparse's multi-line report as one line (its text is parsed in mrirecon.internals).
-_one_line = internals.jsonargparse_one_line
-
-# Messages of Lightning and its dependencies that say nothing to our users: tips for paid
-# services are logged at INFO (Lightning's loggers go to WARNING), these are warnings
-# (mrirecon.internals.LIGHTNING_NOISE).
-_NOISE = internals.LIGHTNING_NOISE
 
 
 def quiet_lightning() -> None:

@@ -260,7 +260,7 @@ class ReconModule(pl.LightningModule):
         if self._image_rows and self.trainer.is_global_zero:
             # The step Lightning gives the epoch's val/* scalars (it counts optimiser steps
             # before incrementing), so images and curves line up in TensorBoard.
-            step = internals.logging_step(self.trainer)
+            step = internals.batches_that_stepped(self.trainer)
             log_validation_images(self.logger, self._image_rows, self.method_name, step)
         self._image_rows = []
 
@@ -302,7 +302,7 @@ class ReconModule(pl.LightningModule):
         # Python number on the GPU every step.
         trainer = self.trainer
         if trainer.optimizers and trainer.is_global_zero and self.logger is not None:
-            step = internals.logging_step(trainer)
+            step = internals.batches_that_stepped(trainer)
             if (step + 1) % max(trainer.log_every_n_steps, 1) == 0:
                 self.logger.log_metrics({"train/lr": trainer.optimizers[0].param_groups[0]["lr"]}, step=step)
 
