@@ -7,13 +7,7 @@ exits with status 2, without a traceback; anything else is a bug and keeps its t
 
 from __future__ import annotations
 
-import re
-
-# PyTorch re-raises an exception from a DataLoader worker in the main process as
-# ``type(msg)`` where ``msg`` holds the worker's whole formatted traceback; its last line is
-# ``mrirecon.errors.UserError: <the original message>``.
-_WORKER_TRACEBACK = re.compile(r"^Caught UserError in .*?Original Traceback", re.DOTALL)
-_LAST_USER_ERROR = re.compile(r"UserError: (.*)\s*$")
+from mrirecon.internals import user_error_from_worker
 
 
 class UserError(Exception):
@@ -21,11 +15,8 @@ class UserError(Exception):
 
     def __init__(self, message: str = "") -> None:
         message = str(message)
-        if _WORKER_TRACEBACK.match(message):
-            # The same one line the user sees with num_workers 0.
-            found = _LAST_USER_ERROR.search(message.rstrip())
-            if found:
-                message = found.group(1).strip()
+        # Re-raised from a DataLoader worker: the same one line the user sees with num_workers 0.
+        message = user_error_from_worker(message) or message
         super().__init__(message)
 
 

@@ -1,8 +1,7 @@
 """The package reads as the data flow: no module imports a layer above its own.
 
 core → data → models → methods → evaluation → lightning → commands. Only the Lightning part and
-the commands import Lightning. Alias modules (``ALIAS_OF``) keep names from before 0.2 alive
-and are the only exceptions.
+the commands import Lightning. No module is exempt.
 """
 
 import ast
@@ -12,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mrirecon"
 LAYERS = ["core", "data", "models", "methods", "evaluation", "lightning", "commands"]
 # Top-level modules: the exception type is part of the bottom layer, the entry points and the
 # Python API (which the commands call) the top.
-TOP_LEVEL = {"mrirecon": 0, "mrirecon.errors": 0, "mrirecon.__main__": len(LAYERS) - 1, "mrirecon.api": len(LAYERS) - 1}
+TOP_LEVEL = {"mrirecon": 0, "mrirecon.errors": 0, "mrirecon.internals": 0, "mrirecon.__main__": len(LAYERS) - 1, "mrirecon.api": len(LAYERS) - 1}
 LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning", "lightning_fabric")
 
 
@@ -39,14 +38,9 @@ def imports(path: Path) -> list[str]:
     return found
 
 
-def is_alias(path: Path) -> bool:
-    return "ALIAS_OF = " in path.read_text()
-
-
 def modules():
     for path in sorted(PACKAGE.rglob("*.py")):
-        if not is_alias(path):
-            yield path, module_name(path)
+        yield path, module_name(path)
 
 
 def test_every_module_has_a_layer():

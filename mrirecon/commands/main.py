@@ -21,6 +21,7 @@ from typing import Optional
 from mrirecon import __version__
 from mrirecon.core.atomic import DISK_FULL, describe_os_error
 from mrirecon.errors import UserError
+from mrirecon.internals import is_peer_failure
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Subcommand -> (module with a main(argv) -> int, one-line description).
@@ -108,8 +109,7 @@ def _peer_failed(err: RuntimeError) -> bool:
     distributed = sys.modules.get("torch.distributed")
     if distributed is None or not distributed.is_available() or not distributed.is_initialized():
         return False
-    markers = ("Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted")
-    return any(marker in str(err) for marker in markers)
+    return is_peer_failure(err)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from mrirecon.core import atomic
 from mrirecon.core.checkpoint_files import peek_checkpoint, read_checkpoint
 from mrirecon.errors import UserError
+from mrirecon import internals
+from mrirecon.internals import ModelCheckpointHooks
 
 LAST = "last.ckpt"
 # Ctrl-C, and what a cluster sends before it preempts or times out a job.
@@ -106,7 +108,7 @@ def resolve_checkpoint(ckpt_path: str, runs_root: Path) -> Path:
     raise UserError(f"--ckpt_path best: {run} has no best checkpoint yet (no validation has finished)")
 
 
-class BestCheckpoint(ModelCheckpoint):
+class BestCheckpoint(ModelCheckpointHooks, ModelCheckpoint):
     """Lightning's top-k checkpoints by a validation metric, quiet when there is none to rank.
 
     A fit stopped in the middle of an epoch (``max_steps``, ``max_time``, Ctrl-C) still runs
@@ -120,10 +122,8 @@ class BestCheckpoint(ModelCheckpoint):
         # restore the best-checkpoint state too.
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
-    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
-        if self.monitor is not None and self.monitor not in monitor_candidates:
-            return
-        super()._save_topk_checkpoint(trainer, monitor_candidates)
+    def can_rank(self, monitor_candidates: dict[str, Any]) -> bool:
+        return self.monitor is None or self.monitor in monitor_candidates
 
 
 class LastCheckpoint(Checkpoint):
@@ -215,7 +215,7 @@ class LastCheckpoint(Checkpoint):
         """Whether validations run once at each epoch's end: then ModelCheckpoint saves the best
         checkpoint in ``on_train_epoch_end`` (its own rule, mirrored here), and last.ckpt must
         be written after it, so that it holds the updated best-checkpoint state."""
-        if getattr(trainer, "_val_check_time_interval", None) is not None or trainer.check_val_every_n_epoch != 1:
+        if internals.validates_by_time(trainer) or trainer.check_val_every_n_epoch != 1:
             return False
         return trainer.val_check_interval == 1.0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import shutil
 import sys
 import warnings
@@ -39,6 +38,10 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from mrirecon.core import atomic
 from mrirecon.errors import UserError
+from mrirecon import internals
+# jsonargparse's and Lightning's message text (mrirecon.internals holds every such match).
+from mrirecon.internals import NOISY_WARNINGS as _NOISE
+from mrirecon.internals import one_line_jsonargparse_error as _one_line
 from mrirecon.evaluation.provenance import checkpoint_record, dataset_record, provenance
 from mrirecon.evaluation.results import EvaluationResults, publish_results
 from mrirecon.lightning.callbacks import PhaseLines, ReconstructionWriter
@@ -383,45 +386,6 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-# Lines of jsonargparse's union reports that say nothing about the user's mistake.
-_UNION_NOISE = (
-    "Does not validate against any of the Union subtypes",
-    "Subtypes:",
-    "Errors:",
-    "Given value type:",
-    "Given value:",
-    "Expected a <class 'NoneType'>",
-)
-
-
-def _one_line(err: BaseException) -> str:
-    """jsonargparse's multi-line report as one line: the key, then the nested problem.
-
-    The first line alone is often just ``Parser key "model.loss":``; the reason follows on
-    indented lines, among the alternatives of a union (``net`` may be a Module or None).
-    """
-    lines = [line.strip().lstrip("-").strip() for line in str(err).splitlines()]
-    lines = [line for line in lines if line and not line.startswith(_UNION_NOISE)]
-    if not lines:
-        return type(err).__name__
-    text = lines[0]
-    for line in lines[1:]:
-        text += (" " if text.endswith(":") else "; ") + line
-    return text
-
-
-# Messages of Lightning and its dependencies that say nothing to our users: tips for paid
-# services are logged at INFO (Lightning's loggers go to WARNING), these are warnings.
-_NOISE = (
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's use of a torch internal
-    r".*will be overridden by `MriReconCLI.configure_optimizers`",  # the fallback is for use without the CLI
-    r"You are using a custom batch sampler",  # ours returns every index, padding aside
-    r"Checkpoint directory .* exists and is not empty",  # a resumed run continues in its folder
-    r"The '\w+_dataloader' does not have many workers",  # num_workers is the user's choice
-    r"Be aware that when using `ckpt_path`, callbacks used to create",  # test/predict need no training callbacks
-)
-
-
 def quiet_lightning() -> None:
     """Our lines, not Lightning's: its INFO chatter and known-irrelevant warnings are dropped."""
     import logging
@@ -466,7 +430,7 @@ def build_cli(argv: ConfigArgs, run: bool = True, request: Optional[EvaluationRe
         with lightning_quietly():
             # We always pass the arguments (a subcommand's, not sys.argv), which LightningCLI
             # warns about when sys.argv is not empty.
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            warnings.filterwarnings("ignore", message=internals.CLI_ARGS_WARNING)
             return MriReconCLI(
                 ReconModule,
                 ReconDataModule,
@@ -484,21 +448,13 @@ def build_cli(argv: ConfigArgs, run: bool = True, request: Optional[EvaluationRe
     except argparse.ArgumentError as err:
         raise UserError(f"config: {_one_line(err)}") from None
     except RuntimeError as err:
-        if "Error(s) in loading state_dict" in str(err):
+        if internals.is_state_dict_mismatch(err):
             raise UserError(_state_dict_mismatch(err, argv)) from None
         raise
 
 
 def _state_dict_mismatch(err: RuntimeError, argv: ConfigArgs) -> str:
-    missing = re.search(r'Missing key\(s\) in state_dict: "([^"]+)"', str(err))
-    unexpected = re.search(r'Unexpected key\(s\) in state_dict: "([^"]+)"', str(err))
-    shape = re.search(r"size mismatch for ([\w.]+)", str(err))
-    detail = (
-        f"size mismatch for {shape.group(1)}" if shape
-        else f"missing {missing.group(1)}" if missing
-        else f"unexpected {unexpected.group(1)}" if unexpected
-        else "parameters differ"
-    )
+    detail = internals.state_dict_mismatch_detail(err)
     if isinstance(argv, dict):
         ckpt = next((v.get("ckpt_path") for v in argv.values() if isinstance(v, dict) and v.get("ckpt_path")), None)
     else:
@@ -525,7 +481,7 @@ def read_config(argv: ConfigArgs) -> dict[str, Any]:
     """
     try:
         with lightning_quietly():
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            warnings.filterwarnings("ignore", message=internals.CLI_ARGS_WARNING)
             cli = _ConfigReader(ReconModule, ReconDataModule, args=dict(argv) if isinstance(argv, Mapping) else argv, run=False, trainer_defaults=TRAINER_DEFAULTS,
                                 save_config_callback=None, parser_kwargs={"exit_on_error": False})
     except argparse.ArgumentError as err:

@@ -14,6 +14,7 @@ from mrirecon.data.batch import KSpaceBatch, SliceCollator, prepare_batch
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.samplers import SliceBatchSampler
 from mrirecon.data.volumes import Challenge, VolumeInfo, scan_volumes, subsample_volumes
+from mrirecon import internals
 from mrirecon.errors import UserError
 
 
@@ -234,7 +235,7 @@ class ReconDataModule(pl.LightningDataModule):
         return DataLoader(dataset, **kwargs)
 
     def _batches_done(self) -> int:
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return internals.batches_done_in_epoch(self.trainer)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("train", train=True), train=True)

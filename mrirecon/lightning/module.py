@@ -29,6 +29,7 @@ from mrirecon.core.metrics import VolumeMetricAccumulator
 from mrirecon.core.transforms import normalize
 from mrirecon.data.batch import KSpaceBatch, normalized_target
 from mrirecon.errors import TrainingDiverged, UserError
+from mrirecon import internals
 from mrirecon.evaluation.results import EvaluationResults
 from mrirecon.lightning.distributed import gather_objects
 from mrirecon.lightning.image_logging import ImageRow, log_validation_images
@@ -259,7 +260,7 @@ class ReconModule(pl.LightningModule):
         if self._image_rows and self.trainer.is_global_zero:
             # The step Lightning gives the epoch's val/* scalars (it counts optimiser steps
             # before incrementing), so images and curves line up in TensorBoard.
-            step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+            step = internals.batches_that_stepped(self.trainer)
             log_validation_images(self.logger, self._image_rows, self.method_name, step)
         self._image_rows = []
 
@@ -301,7 +302,7 @@ class ReconModule(pl.LightningModule):
         # Python number on the GPU every step.
         trainer = self.trainer
         if trainer.optimizers and trainer.is_global_zero and self.logger is not None:
-            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            step = internals.batches_that_stepped(trainer)
             if (step + 1) % max(trainer.log_every_n_steps, 1) == 0:
                 self.logger.log_metrics({"train/lr": trainer.optimizers[0].param_groups[0]["lr"]}, step=step)
 

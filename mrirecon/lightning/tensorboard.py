@@ -17,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from mrirecon.evaluation.results import acceleration_label
+from mrirecon.internals import tensorboard_file_writer
 
 METRIC_TAGS = ("val/ssim", "val/psnr", "val/nmse", "val/loss", "val/ssim_4x", "val/ssim_8x")
 
@@ -33,10 +34,10 @@ def _value(value: Any) -> Any:
 def log_hparams_table(logger: Any, table: Mapping[str, Any], metric_tags: tuple[str, ...] = METRIC_TAGS) -> None:
     """Writes the HParams plugin's records for ``table`` into a TensorBoardLogger's run."""
     experiment = getattr(logger, "experiment", None)
-    if experiment is None or not hasattr(experiment, "_get_file_writer"):
+    writer = tensorboard_file_writer(experiment)
+    if writer is None:
         return
     exp, ssi, sei = hparams({k: _value(v) for k, v in table.items()}, {tag: 0.0 for tag in metric_tags})
-    writer = experiment._get_file_writer()
     for summary in (exp, ssi, sei):
         writer.add_summary(summary)
     experiment.flush()
