@@ -73,10 +73,33 @@ class ModelCheckpointHooks:
             super()._save_topk_checkpoint(trainer, monitor_candidates)  # type: ignore[misc]
 
 
-# Not here yet: mrirecon/lightning/cli.py overrides LightningCLI's private ``_parse_ckpt_path``
-# (no switch to keep the config's model section over the checkpoint's hyperparameters) and
-# ``_run_subcommand`` (no hook for a subcommand that fails); cli.py is being rewritten.
-# tests/test_internals.py checks that LightningCLI still calls them.
+class LightningCLIHooks:
+    """Mixed in before ``LightningCLI``: two hooks it lacks, on its private steps.
+
+    * ``keep_config_over_checkpoint()`` replaces ``_parse_ckpt_path``, which would overwrite the
+      config's model section with a checkpoint's hyperparameters. Missing public API: no switch
+      to keep the config (``LightningCLI(..., load_from_checkpoint_support=False)`` only turns
+      off the instantiators).
+    * ``on_subcommand_failure(subcommand)`` runs when a subcommand raises, before the error goes
+      on. Missing public API: ``before_<subcommand>``/``after_<subcommand>`` hooks have no
+      failure counterpart; ``_run_subcommand`` runs them.
+    """
+
+    def keep_config_over_checkpoint(self) -> None:
+        pass
+
+    def on_subcommand_failure(self, subcommand: str) -> None:
+        pass
+
+    def _parse_ckpt_path(self) -> None:
+        self.keep_config_over_checkpoint()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)  # type: ignore[misc]
+        except BaseException:
+            self.on_subcommand_failure(subcommand)
+            raise
 
 
 # --- TensorBoard -----------------------------------------------------------------------------

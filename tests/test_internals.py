@@ -135,10 +135,11 @@ def test_modelcheckpoint_saves_top_k_through_its_private_hook(tmp_path):
     assert not list((tmp_path / "ckpt").glob("*.ckpt")), changed(PL, "ModelCheckpoint._save_topk_checkpoint")
 
 
-def test_lightningcli_calls_the_private_methods_cli_py_overrides(tmp_path):
-    # Not in mrirecon/internals.py yet: MriReconCLI (mrirecon/lightning/cli.py) overrides these two.
+def test_lightningcli_calls_the_private_methods_the_hooks_mixin_overrides(tmp_path):
+    from mrirecon.internals import LightningCLIHooks
+
     def cli_changed(what: str) -> str:
-        return f"{PL} changed {what}; update mrirecon/lightning/cli.py (MriReconCLI overrides it)"
+        return f"{PL} changed {what}; update mrirecon/internals.py (LightningCLIHooks overrides it)"
 
     source = inspect.getsource(LightningCLI.__init__)
     for call in ("self._parse_ckpt_path()", "self._run_subcommand("):
@@ -154,16 +155,12 @@ def test_lightningcli_calls_the_private_methods_cli_py_overrides(tmp_path):
 
     calls = []
 
-    class CLI(LightningCLI):
-        def _parse_ckpt_path(self):
+    class CLI(LightningCLIHooks, LightningCLI):
+        def keep_config_over_checkpoint(self):
             calls.append("_parse_ckpt_path")
 
-        def _run_subcommand(self, subcommand):
-            try:
-                super()._run_subcommand(subcommand)
-            except BaseException:
-                calls.append(f"failed {subcommand}")
-                raise
+        def on_subcommand_failure(self, subcommand):
+            calls.append(f"failed {subcommand}")
 
     args = ["fit", "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.max_steps=1",
             "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}"]

@@ -124,7 +124,7 @@ class FitConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
 
-class MriReconCLI(LightningCLI):
+class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
     """LightningCLI with Adam (lr 1e-3) as the default optimiser and the checks above.
 
     After a ``test``, :attr:`results` holds the scored :class:`EvaluationResults`; after a
@@ -153,7 +153,7 @@ class MriReconCLI(LightningCLI):
             "predict: where reconstructions go (default <run>/reconstructions/<checkpoint>_<split>)",
         )
 
-    def _parse_ckpt_path(self) -> None:
+    def keep_config_over_checkpoint(self) -> None:
         # LightningCLI would overwrite the model section with the checkpoint's hyperparameters,
         # silently dropping what the config and command line say (--model.method_name, a
         # different net). The config is what runs; a checkpoint that does not fit it is an error.
@@ -361,14 +361,11 @@ class MriReconCLI(LightningCLI):
         if self.trainer.is_global_zero and self.request.show:
             print(f"writing reconstructions to {out}")
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        try:
-            super()._run_subcommand(subcommand)
-        except BaseException:
-            new_run = getattr(self, "_new_run", None)
-            if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
-                shutil.rmtree(new_run, ignore_errors=True)
-            raise
+    def on_subcommand_failure(self, subcommand: str) -> None:
+        """A fit that fails before its first step leaves no run folder behind."""
+        new_run = getattr(self, "_new_run", None)
+        if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
+            shutil.rmtree(new_run, ignore_errors=True)
 
 
 def _build(spec: Any, first_argument: Any) -> Any:
