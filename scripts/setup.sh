@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import mrirecon, sigpy, pytest, onnxruntime, onnxscript" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import mrirecon, sigpy, deepinv, pytest, onnxruntime, onnxscript" >/dev/null 2>&1; then
   echo "== installing mrirecon into .venv (first time: a few minutes)"
   # No torch/torchvision pins: pip resolves the pair together (see README, Installation).
   # A pip.conf naming package indexes that do not exist on this machine makes pip warn once per
