@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal
@@ -29,12 +28,12 @@ import torch
 
 from mrirecon.core import atomic
 from mrirecon.core.operator import center_crop, contiguous_centre_width, evaluation_crop_size
+from mrirecon.data import ismrmrd
 from mrirecon.errors import UserError
 
 Challenge = Literal["singlecoil", "multicoil"]
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
 KSPACE_NDIM = {"singlecoil": 3, "multicoil": 4}
-ISMRMRD_NS = "{http://www.ismrm.org/ISMRMRD}"
 CACHE_VERSION = 2
 
 
@@ -103,32 +102,6 @@ def size_key(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def _header_geometry(raw: bytes | str, num_cols: int, path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Recon size and acquired column band from the ISMRMRD header, as fastMRI reads them."""
-    try:
-        root = ET.fromstring(raw)
-
-        def query(*names: str) -> int:
-            node = root.find("/".join(ISMRMRD_NS + n for n in names))
-            if node is None or node.text is None:
-                raise ValueError("/".join(names) + " missing")
-            return int(float(node.text))
-
-        enc_y = query("encoding", "encodedSpace", "matrixSize", "y")
-        recon = (query("encoding", "reconSpace", "matrixSize", "x"), query("encoding", "reconSpace", "matrixSize", "y"))
-        center = query("encoding", "encodingLimits", "kspace_encoding_step_1", "center")
-        maximum = query("encoding", "encodingLimits", "kspace_encoding_step_1", "maximum") + 1
-    except (ET.ParseError, ValueError) as err:
-        raise UserError(f"{path}: unreadable ismrmrd_header ({err})") from None
-    left = enc_y // 2 - center
-    right = left + maximum
-    if not 0 <= left < right <= num_cols:
-        # Headers of some files describe a different width than the stored k-space; then the
-        # band is meaningless and we treat every column as acquired.
-        left, right = 0, num_cols
-    return recon, (left, right)
-
-
 def _all_finite(dataset: h5py.Dataset) -> bool:
     # Slice by slice so that a multi-GB multi-coil volume never sits in memory at once.
     return all(np.isfinite(dataset[i]).all() for i in range(dataset.shape[0]))
@@ -184,7 +157,7 @@ def read_volume_info(
             rows, cols = kspace.shape[-2:]
 
             if "ismrmrd_header" in hf:
-                recon, padding = _header_geometry(hf["ismrmrd_header"][()], cols, path)
+                recon, padding = ismrmrd.read_geometry(hf["ismrmrd_header"][()], cols, path)
             else:
                 recon, padding = None, (0, cols)
 

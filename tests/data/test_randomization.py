@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mrirecon.data import simulate as simulate_module
+from mrirecon.core.operator import ifft2c_numpy
+from mrirecon.data.simulation import presets, synthesis
 from mrirecon.data import tissues
 from mrirecon.data.anatomy import COLIN27_PATH, default_sources
 from mrirecon.data.simulate import PRESETS, Preset, simulate_dataset
@@ -70,13 +71,13 @@ def test_snr_and_field_of_view_show_in_the_data(randomized):
     for attrs, kspace, target in volumes:
         # The readout oversampling's rows above and below the object hold only noise (of std
         # sigma per real component, in the image as in k-space: the FFT is orthonormal).
-        image = simulate_module._ifft2c(kspace)
+        image = ifft2c_numpy(kspace)
         empty = np.concatenate([image[:, : R // 4].ravel(), image[:, -R // 4:].ravel()])
         sigma = np.sqrt(np.mean(np.abs(empty) ** 2) / 2)
         inside = target > 0.1 * target.max()
         measured.append(target[inside].mean() / sigma)
         fractions.append(inside.mean() * attrs["fov_margin"] ** 2)
-        assert kspace.shape[-1] == simulate_module._columns(R, attrs["pe_oversampling"])
+        assert kspace.shape[-1] == presets.phase_encode_columns(R, attrs["pe_oversampling"])
     stated = np.array([a["snr"] for a, _, _ in volumes])
     # The SNR each file states is the one its noise has (rank order and rough scale).
     assert np.corrcoef(np.log(measured), np.log(stated))[0, 1] > 0.9
@@ -89,11 +90,11 @@ def test_snr_and_field_of_view_show_in_the_data(randomized):
 
 
 def test_inverting_the_tissue_intensities_inverts_the_image():
-    head = simulate_module._prepare_head(default_sources()[0])
-    base = simulate_module._Draw("random", snr=100.0, pe_oversampling=1.0, fov_margin=1.2,
+    head = synthesis.prepare_head(default_sources()[0])
+    base = presets.Draw("random", snr=100.0, pe_oversampling=1.0, fov_margin=1.2,
                                  intensities=(0.1, 0.4, 0.9, 0.0, 0.0), texture=0.0, bias_std=0.0)
     inverted = replace(base, intensities=(0.9, 0.4, 0.1, 0.0, 0.0))
-    images = [simulate_module._synthesize_subject(head, R, 3, 1.2 * head.extent_mm, np.random.default_rng(0), d)
+    images = [synthesis.synthesize_subject(head, R, 3, 1.2 * head.extent_mm, np.random.default_rng(0), d)
               for d in (base, inverted)]
     brain = (images[0] > 0.05) & (images[1] > 0.05)
     assert np.corrcoef(images[0][brain], images[1][brain])[0, 1] < -0.5
@@ -125,7 +126,7 @@ def test_proton_density_contrast_has_csf_brightest_and_grey_above_white():
 
 @pytest.mark.skipif(not COLIN27_PATH.is_file(), reason="Debian's mricron-data (Colin27) is not installed")
 def test_colin27_tissue_maps_order_csf_grey_white_by_t1_intensity():
-    head = simulate_module._prepare_head(COLIN27_PATH)
+    head = synthesis.prepare_head(COLIN27_PATH)
     maps, _, _ = head.tissue_data()
     assert maps.shape[0] == len(tissues.TISSUES)
     means = [float((head.volume * m).sum() / m.sum()) for m in maps[:3]]

@@ -14,7 +14,7 @@ import torch
 from fastmri.data import SliceDataset
 from fastmri.data.transforms import complex_center_crop, to_tensor
 
-from mrirecon.data import simulate as simulate_module
+from mrirecon.data.simulation import writer as simulation_writer
 from mrirecon.data.anatomy import COLIN27_PATH as COLIN27
 from mrirecon.data.anatomy import default_sources, load_anatomy, resolve_source, source_digest
 from mrirecon.data.simulate import SPLITS, Preset, simulate_dataset
@@ -192,8 +192,8 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real_write(*args)
 
-    real_write = simulate_module._write_volume
-    monkeypatch.setattr(simulate_module, "_write_volume", write_then_fail)
+    real_write = simulation_writer.write_volume
+    monkeypatch.setattr(simulation_writer, "write_volume", write_then_fail)
     with pytest.raises(KeyboardInterrupt):
         simulate_dataset(tmp_path / "data", preset=TINY, progress=False)
     assert list(tmp_path.iterdir()) == []
