@@ -304,6 +304,7 @@ def library_strings(relative: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # long: the default suite must stay under 5 minutes on 2 cores
 def test_the_warnings_we_silence_are_still_emitted_as_written():
     assert set(WARNINGS) == set(internals.NOISY_WARNINGS) | {internals.CLI_ARGS_WARNING}
     for pattern, (relative, template, values) in WARNINGS.items():

@@ -278,6 +278,7 @@ def test_missing_checkpoint_through_the_real_entry_point(run, tmp_path):
     assert_user_error(result, str(missing), "no such checkpoint file")
 
 
+@pytest.mark.slow  # long: the default suite must stay under 5 minutes on 2 cores
 def test_commands_print_only_our_lines(run, tmp_path):
     """Through the real entry point, as a user runs them: no Lightning tips or warnings."""
     config, run_dir = run

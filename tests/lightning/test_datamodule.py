@@ -53,6 +53,7 @@ def _train_masks(root, seed, workers):
     return masks
 
 
+@pytest.mark.slow  # long: the default suite must stay under 5 minutes on 2 cores
 def test_training_masks_reproducible_for_any_num_workers(tiny_singlecoil):
     a = _train_masks(tiny_singlecoil, 7, 0)
     b = _train_masks(tiny_singlecoil, 7, 2)

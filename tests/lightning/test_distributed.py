@@ -84,6 +84,7 @@ def trained(uneven, tmp_path_factory):
     return config, root / "runs" / "ddp" / "version_0" / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow  # long: the default suite must stay under 5 minutes on 2 cores
 def test_test_and_predict_on_two_and_three_processes_equal_one(trained, tmp_path):
     config, ckpt = trained
     single = run_cli("test", "--config", config, "--ckpt_path", ckpt, "--output_dir", tmp_path / "t1")

@@ -76,7 +76,7 @@ def test_last_checkpoint_holds_the_final_step_of_every_kind_of_stop(trained, tmp
     assert load_ckpt(tmp_path / "tiny" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 4
 
 
-@pytest.mark.parametrize("signal_name", ["INT", "TERM"])  # Ctrl-C, and a cluster's preemption
+@pytest.mark.parametrize("signal_name", ["INT", pytest.param("TERM", marks=pytest.mark.slow)])  # Ctrl-C, and a cluster's preemption
 def test_ctrl_c_saves_last_and_the_resumed_run_ends_as_an_uninterrupted_one(trained, tmp_path, signal_name):
     config, run_dir = trained
     runs = tmp_path / "runs"
@@ -120,6 +120,7 @@ def test_resume_discards_events_logged_after_the_checkpoint(trained, tmp_path):
 # --- 3. atomic saves ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # long: the default suite must stay under 5 minutes on 2 cores
 def test_a_kill_during_a_save_leaves_the_previous_checkpoint_whole(trained, tmp_path):
     config, _ = trained
     runs = tmp_path / "runs"
@@ -146,6 +147,7 @@ def _with_file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow  # long: the default suite must stay under 5 minutes on 2 cores
 def test_disk_full_during_fit_and_test_is_one_line_and_keeps_the_old_files(trained, tmp_path):
     config, run_dir = trained
     runs = tmp_path / "runs"
