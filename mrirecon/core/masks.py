@@ -92,6 +92,27 @@ class ColumnMaskSampler:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def check_width(self, num_cols: int, padding: tuple[int, int] | None = None) -> None:
+        """Refuses settings that cannot draw an honest mask for k-space of ``num_cols`` columns.
+
+        fastMRI's mask functions give a centre band of ``round(num_cols * center_fraction)``
+        columns; with none, a draw may sample nothing at all and still be labelled "64x", and
+        ``magic_fraction`` fails outright on narrow k-space. Every pair is drawn once here, so
+        that no worker meets it in the middle of a run.
+
+        Raises:
+            ValueError: naming the argument, the pair and the width.
+        """
+        for index, (cf, acc) in enumerate(self.pairs):
+            try:
+                mask, num_low = self._draw(index, num_cols, 0, padding)
+            except (ValueError, ZeroDivisionError) as err:
+                raise ValueError(f"mask_type: {self.mask_type} cannot draw a {acc}x mask of {num_cols} columns ({err})") from None
+            if num_low < 1 or not mask.any():
+                raise ValueError(
+                    f"center_fractions: {cf} at {acc}x keeps no centre column of {num_cols}, so a mask may sample "
+                    f"nothing; use a centre fraction above {0.5 / num_cols:.3g} for this width")
+
     def fixed(
         self, fname: str, num_cols: int, pair_index: int, padding: tuple[int, int] | None = None
     ) -> tuple[np.ndarray, int]:

@@ -34,7 +34,7 @@ from mrirecon.errors import UserError
 Challenge = Literal["singlecoil", "multicoil"]
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
 KSPACE_NDIM = {"singlecoil": 3, "multicoil": 4}
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: mask, acceleration and target values validated
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,45 @@ def _all_finite(dataset: h5py.Dataset) -> bool:
     return all(np.isfinite(dataset[i]).all() for i in range(dataset.shape[0]))
 
 
+def _dataset(hf: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    """``hf[key]``, which must be a dataset (a group of that name is a file of another layout)."""
+    node = hf[key]
+    if not isinstance(node, h5py.Dataset):
+        raise UserError(f"{path}: '{key}' is an HDF5 group, expected a dataset")
+    return node
+
+
+def _read_mask(hf: h5py.File, path: Path, cols: int) -> tuple[bool, ...]:
+    """The file's own column mask: 0/1 (or boolean) values, one per k-space column."""
+    dataset = _dataset(hf, "mask", path)
+    if not (dataset.dtype == bool or np.issubdtype(dataset.dtype, np.integer) or np.issubdtype(dataset.dtype, np.floating)):
+        raise UserError(f"{path}: mask has dtype {dataset.dtype}, expected 0/1 or boolean values")
+    values = np.asarray(dataset[()]).reshape(-1)
+    if values.shape[0] != cols:
+        raise UserError(f"{path}: mask has {values.shape[0]} values, kspace has {cols} columns")
+    if not np.isin(values, (0, 1)).all():
+        odd = values[~np.isin(values, (0, 1))][0]
+        raise UserError(f"{path}: mask holds {odd.item()!r}, expected only 0/1 (or boolean) values")
+    mask = values.astype(bool)
+    if not mask.any():
+        raise UserError(f"{path}: mask samples no column")
+    return tuple(bool(m) for m in mask)
+
+
+def _read_acceleration(attrs: h5py.AttributeManager, path: Path) -> float | None:
+    """The file's ``acceleration`` attribute: one finite number of at least 1 (it labels results)."""
+    if "acceleration" not in attrs:
+        return None
+    value = np.asarray(attrs["acceleration"])
+    if value.ndim != 0 or not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)) \
+            or not np.isfinite(value) or value < 1:
+        raw = attrs["acceleration"]
+        shown = (f"an array of shape {value.shape}" if value.ndim else
+                 repr(raw.decode(errors="replace") if isinstance(raw, bytes) else value.item()))
+        raise UserError(f"{path}: acceleration attribute is {shown}, expected one finite number of at least 1")
+    return float(value)
+
+
 def scored_maximum(target: np.ndarray, size: tuple[int, int]) -> float:
     """The maximum of a target volume over the region scored at reconstruction ``size``."""
     region = center_crop(center_crop(target, size), evaluation_crop_size(size))
@@ -141,7 +180,7 @@ def read_volume_info(
         with hf:
             if "kspace" not in hf:
                 raise UserError(f"{path}: no 'kspace' dataset")
-            kspace = hf["kspace"]
+            kspace = _dataset(hf, "kspace", path)
             if kspace.ndim != KSPACE_NDIM[challenge]:
                 raise UserError(
                     f"{path}: kspace has {kspace.ndim} dimensions {kspace.shape}, expected "
@@ -157,14 +196,18 @@ def read_volume_info(
             rows, cols = kspace.shape[-2:]
 
             if "ismrmrd_header" in hf:
-                recon, padding = ismrmrd.read_geometry(hf["ismrmrd_header"][()], cols, path)
+                recon, padding = ismrmrd.read_geometry(_dataset(hf, "ismrmrd_header", path)[()], cols, path)
             else:
                 recon, padding = None, (0, cols)
 
             target_key = TARGET_KEYS[challenge] if TARGET_KEYS[challenge] in hf else None
             target_max: dict[str, float] = {}
             if target_key is not None:
-                target = hf[target_key]
+                target = _dataset(hf, target_key, path)
+                if not np.issubdtype(target.dtype, np.floating):
+                    # Integer images would be scored on another scale; complex or text ones are
+                    # not magnitudes.
+                    raise UserError(f"{path}: {target_key} has dtype {target.dtype}, expected floating-point magnitudes (float32)")
                 if target.ndim != 3 or target.shape[0] != kspace.shape[0]:
                     raise UserError(
                         f"{path}: {target_key} has shape {target.shape}, expected "
@@ -178,12 +221,7 @@ def read_volume_info(
 
             fixed_mask = None
             if "mask" in hf:
-                mask = np.asarray(hf["mask"]).astype(bool).reshape(-1)
-                if mask.shape[0] != cols:
-                    raise UserError(f"{path}: mask has {mask.shape[0]} columns, kspace has {cols}")
-                if not mask.any():
-                    raise UserError(f"{path}: mask samples no column")
-                fixed_mask = tuple(bool(m) for m in mask)
+                fixed_mask = _read_mask(hf, path, cols)
             attrs = hf.attrs
             info = VolumeInfo(
                 path=path,
@@ -194,7 +232,7 @@ def read_volume_info(
                 padding=padding,
                 acquisition=str(attrs.get("acquisition", "")),
                 fixed_mask=fixed_mask,
-                acceleration=float(attrs["acceleration"]) if "acceleration" in attrs else None,
+                acceleration=_read_acceleration(attrs, path),
             )
             size = check_reconstruction_size(info, crop_size)
             if target_key is not None:
@@ -216,9 +254,12 @@ def check_reconstruction_size(info: VolumeInfo, crop_size: tuple[int, int] | Non
     """The reconstruction size of a volume, checked to fit its k-space image and target.
 
     Raises:
-        UserError: the size is larger than the k-space image or than the target.
+        UserError: the size is empty, or larger than the k-space image or than the target.
     """
     size = info.reconstruction_size(crop_size)
+    if min(size) < 1:
+        source = "the target" if info.target_key is not None else "the ismrmrd_header (the file has no target)"
+        raise UserError(f"{info.path}: reconstruction size {size_key(size)} from {source} is empty; set data.crop_size")
     rows, cols = info.kspace_shape[-2:]
     if size[0] > rows or size[1] > cols:
         raise UserError(f"{info.path}: reconstruction size {size_key(size)} is larger than the k-space image {rows}x{cols}")
@@ -230,15 +271,54 @@ def check_reconstruction_size(info: VolumeInfo, crop_size: tuple[int, int] | Non
     return size
 
 
+def file_identity(path: Path) -> tuple[int, int]:
+    """(device, inode): one file under any name (symbolic and hard links, other spellings)."""
+    stat = Path(path).stat()
+    return stat.st_dev, stat.st_ino
+
+
 def list_volume_files(folder: Path) -> list[Path]:
-    """The ``*.h5`` files of a folder, sorted; a clear error for a missing or empty folder."""
+    """The ``*.h5`` files of a folder, sorted.
+
+    Raises:
+        UserError: for a missing or empty folder, a broken link, and one file listed under two
+            names (it would be scored twice, with two different masks seeded by the names).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix == ".h5" and p.is_file())
+    files = []
+    for path in sorted(p for p in folder.iterdir() if p.suffix == ".h5"):
+        if path.is_symlink() and not path.exists():
+            raise UserError(f"{path}: broken link (to {os.readlink(path)})")
+        if path.is_file():
+            files.append(path)
     if not files:
         raise UserError(f"{folder}: no .h5 volumes in this folder")
+    seen: dict[tuple[int, int], Path] = {}
+    for path in files:
+        first = seen.setdefault(file_identity(path), path)
+        if first is not path:
+            raise UserError(f"{path}: the same file as {first.name} (a link or a second name): a volume must be listed once")
     return files
+
+
+def check_disjoint(splits: dict[str, list[Path]]) -> None:
+    """Refuses a file that two splits share (a training volume scored as unseen data).
+
+    Args:
+        splits: split name -> its files (a split listed once even if two names share a folder).
+
+    Raises:
+        UserError: naming the file, and both splits.
+    """
+    owner: dict[tuple[int, int], tuple[str, Path]] = {}
+    for split, files in splits.items():
+        for path in files:
+            other = owner.setdefault(file_identity(path), (split, path))
+            if other[0] != split:
+                raise UserError(f"{path}: the {split} split and the {other[0]} split ({other[1]}) hold the same file; "
+                                "a volume may be in one split only")
 
 
 def _cache_dir() -> Path:

@@ -13,7 +13,8 @@ from mrirecon.core.masks import ColumnMaskSampler, MaskType
 from mrirecon.data.batch import KSpaceBatch, SliceCollator, prepare_batch
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.samplers import SliceBatchSampler
-from mrirecon.data.volumes import Challenge, VolumeInfo, scan_volumes, subsample_volumes
+from mrirecon.data.volumes import (Challenge, VolumeInfo, check_disjoint, list_volume_files, scan_volumes,
+                                   subsample_volumes)
 from mrirecon import internals
 from mrirecon.errors import UserError
 
@@ -132,8 +133,43 @@ class ReconDataModule(pl.LightningDataModule):
                 missing = [i.path for i in infos if i.target_key is None]
                 if missing:
                     raise UserError(f"{missing[0]}: no {self.challenge} target, needed to train or validate")
+            self._check_mask_widths(infos)
             self._volumes[split] = infos
+            self._check_splits_disjoint()
         return self._volumes[split]
+
+    def _check_mask_widths(self, infos: list[VolumeInfo]) -> None:
+        """Every width that gets drawn masks can get an honest one (see ColumnMaskSampler.check_width)."""
+        checked = set()
+        for info in infos:
+            if info.fixed_mask is not None and self.use_file_masks is not False:
+                continue  # scored with the file's own mask
+            key = (info.num_cols, info.padding)
+            if key not in checked:
+                try:
+                    self.masks.check_width(*key)
+                except ValueError as err:
+                    raise UserError(f"{info.path}: data.{err}") from None
+                checked.add(key)
+
+    def _check_splits_disjoint(self) -> None:
+        """No file in two of the train, val and test splits (one folder named twice, as
+        ``test_split: val``, is one split)."""
+        splits: dict[str, list[Path]] = {}
+        folders: set[Path] = set()
+        for split in ("train", "val", self.test_split):
+            folder = self.split_folder(split)
+            if folder.resolve() in folders or not folder.is_dir():
+                continue
+            folders.add(folder.resolve())
+            if split in self._volumes:
+                splits[split] = [info.path for info in self._volumes[split]]
+            else:
+                try:
+                    splits[split] = list_volume_files(folder)
+                except UserError:
+                    continue  # a split this command does not use is checked when one does
+        check_disjoint(splits)
 
     def evaluation_volumes(self) -> list[VolumeInfo]:
         """The test split's volumes, checked against ``use_file_masks``."""

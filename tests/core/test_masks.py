@@ -102,3 +102,23 @@ def test_centre_band_width_of_file_masks():
     assert int(centre_band_width(torch.tensor([1, 1, 0, 0, 1]))) == 0
     assert int(centre_band_width(torch.ones(5))) == 5
     assert int(centre_band_width(torch.tensor([0, 1, 1, 1]))) == 3
+
+
+@pytest.mark.parametrize("mask_type", ["random", "equispaced", "equispaced_fraction", "magic", "magic_fraction"])
+def test_every_width_a_run_accepts_draws_masks_with_a_centre(mask_type):
+    sampler = ColumnMaskSampler(mask_type, [0.08, 0.04], [4, 8])
+    for num_cols in range(2, 80):
+        try:
+            sampler.check_width(num_cols)
+        except ValueError as err:
+            assert str(err).startswith(("center_fractions:", "mask_type:")), err
+            continue
+        for seed in range(20):  # accepted widths: every draw has its centre band
+            mask, num_low, _ = sampler.random(seed, num_cols)
+            assert num_low >= 1 and mask.any()
+
+
+def test_magic_fraction_on_narrow_kspace_is_refused_not_crashed():
+    # fastMRI's MagicMaskFractionFunc raises "high <= 0" from numpy here, inside a worker.
+    with pytest.raises(ValueError, match="mask_type: magic_fraction cannot draw a 8x mask of 9 columns"):
+        ColumnMaskSampler("magic_fraction", [0.08, 0.04], [4, 8]).check_width(9)

@@ -1,5 +1,6 @@
 """Each bad input gets one line naming the file and the problem, from training and from check."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -68,7 +69,42 @@ CASES = {
         "zero everywhere it is scored",
     ),
     "empty mask": (lambda p: _rewrite(p, mask=np.zeros(38, np.float32)), "mask samples no column"),
+    # Values, not only shapes: each of these was once read as something else and scored.
+    "mask of text": (lambda p: _rewrite(p, mask=np.array(["1"] * 38, dtype="S1")), "expected 0/1 or boolean values"),
+    "mask of fractions": (lambda p: _rewrite(p, mask=np.full(38, 0.5, np.float32)), "mask holds 0.5, expected only 0/1"),
+    "mask of twos": (lambda p: _rewrite(p, mask=np.full(38, 2, np.int64)), "mask holds 2, expected only 0/1"),
+    "mask of other length": (lambda p: _rewrite(p, mask=np.ones(12, bool)), "mask has 12 values, kspace has 38 columns"),
+    "mask as a group": (lambda p: _group(p, "mask"), "'mask' is an HDF5 group, expected a dataset"),
+    "kspace as a group": (lambda p: _group(p, "kspace"), "'kspace' is an HDF5 group, expected a dataset"),
+    "target as a group": (lambda p: _group(p, "reconstruction_esc"), "'reconstruction_esc' is an HDF5 group"),
+    "uint8 target": (lambda p: _retype_target(p, np.uint8), "reconstruction_esc has dtype uint8, expected floating-point"),
+    "complex target": (lambda p: _retype_target(p, np.complex64), "has dtype complex64, expected floating-point"),
+    "text target": (lambda p: _retype_target(p, "S4"), "has dtype |S4, expected floating-point"),
+    "negative acceleration": (lambda p: _attr(p, acceleration=-4), "acceleration attribute is -4, expected one finite"),
+    "nan acceleration": (lambda p: _attr(p, acceleration=np.nan), "acceleration attribute is nan"),
+    "acceleration below 1": (lambda p: _attr(p, acceleration=0.5), "acceleration attribute is 0.5"),
+    "array acceleration": (lambda p: _attr(p, acceleration=np.array([4, 8])), "acceleration attribute is an array of shape (2,)"),
+    "text acceleration": (lambda p: _attr(p, acceleration="4x"), "acceleration attribute is '4x'"),
 }
+
+
+def _group(path, key):
+    with h5py.File(path, "r+") as hf:
+        if key in hf:
+            del hf[key]
+        hf.create_group(key).create_dataset("data", data=np.zeros(3))
+
+
+def _retype_target(path, dtype):
+    with h5py.File(path, "r+") as hf:
+        target = hf["reconstruction_esc"][()]
+        del hf["reconstruction_esc"]
+        hf.create_dataset("reconstruction_esc", data=(target * 100).astype(dtype))
+
+
+def _attr(path, **attrs):
+    with h5py.File(path, "r+") as hf:
+        hf.attrs.update(attrs)
 
 
 def _nan_target(path):
@@ -134,3 +170,78 @@ def test_check_cli_prints_summary(tiny_multicoil):
     assert lines[0].split()[:3] == ["folder", "volumes", "slices"]
     assert [line.split()[0] for line in lines[2:5]] == ["multicoil_train", "multicoil_val", "multicoil_test"]
     assert "reconstruction_rss" in result.stdout
+
+
+# --- what a split holds ---------------------------------------------------------------------------
+
+
+def test_a_split_listing_one_file_twice_or_a_broken_link_is_refused(tiny_singlecoil, tmp_path):
+    root = _copy_dataset(tiny_singlecoil, tmp_path / "data")
+    first = _first_train_file(root)
+    twin = first.parent / "zz_twin.h5"
+    twin.symlink_to(first)  # another name: scored twice, with a mask seeded by each name
+    with pytest.raises(UserError, match=f"{twin}: the same file as {first.name}"):
+        ReconDataModule(str(root), num_workers=0).setup("fit")
+    twin.unlink()
+    os.link(first, twin)  # a hard link is the same file too
+    with pytest.raises(UserError, match="the same file as"):
+        ReconDataModule(str(root), num_workers=0).setup("fit")
+    twin.unlink()
+    broken = first.parent / "gone.h5"
+    broken.symlink_to(tmp_path / "nowhere.h5")
+    with pytest.raises(UserError, match=f"{broken}: broken link"):
+        ReconDataModule(str(root), num_workers=0).setup("fit")
+    rows = [(p, why) for r in check_dataset(root) for p, why in r.bad]
+    assert rows == [(broken, f"broken link (to {tmp_path / 'nowhere.h5'})")]
+
+
+@pytest.mark.parametrize("other", ["val", "test"])
+def test_a_training_file_in_another_split_is_refused(tiny_singlecoil, tmp_path, other):
+    root = _copy_dataset(tiny_singlecoil, tmp_path / "data")
+    train = _first_train_file(root)
+    shared = root / f"singlecoil_{other}" / "copy_of_train.h5"
+    shared.symlink_to(os.path.relpath(train, shared.parent))
+    stage = "fit" if other == "val" else "test"
+    with pytest.raises(UserError) as err:
+        ReconDataModule(str(root), num_workers=0).setup(stage)
+    assert "hold the same file" in str(err.value) and "train" in str(err.value) and other in str(err.value)
+    rows = [why for r in check_dataset(root) for _, why in r.bad]
+    assert len(rows) == 1 and "hold the same file" in rows[0]
+    shared.unlink()
+    # Testing on the val folder itself is one split named twice, not an overlap.
+    ReconDataModule(str(root), num_workers=0, test_split="val").setup("test")
+
+
+def test_data_check_refuses_the_train_files_fit_refuses(tiny_singlecoil, tmp_path):
+    root = _copy_dataset(tiny_singlecoil, tmp_path / "data")
+    bad = _first_train_file(root)
+    _rewrite(bad, reconstruction_esc=None)  # the header still gives a recon size: a readable file
+    with pytest.raises(UserError, match="no singlecoil target, needed to train"):
+        ReconDataModule(str(root), num_workers=0).setup("fit")
+    rows = [(p, why) for r in check_dataset(root) for p, why in r.bad]
+    assert rows == [(bad, "no reconstruction_esc target, needed to train or validate")]
+
+
+def test_an_empty_reconstruction_size_in_a_target_less_header_is_refused(tiny_singlecoil, tmp_path):
+    from xml.etree import ElementTree
+
+    root = _copy_dataset(tiny_singlecoil, tmp_path / "data")
+    test_file = sorted((root / "singlecoil_test").glob("*.h5"))[0]
+    with h5py.File(test_file, "r+") as hf:
+        header = ElementTree.fromstring(hf["ismrmrd_header"][()])
+        for node in header.iter():
+            if node.tag.endswith("reconSpace"):
+                for size in node.find("{*}matrixSize"):
+                    size.text = "0"
+        del hf["reconstruction_esc"]
+        del hf["ismrmrd_header"]
+        hf["ismrmrd_header"] = ElementTree.tostring(header)
+    with pytest.raises(UserError, match=f"{test_file}: reconstruction size 0x0 from the ismrmrd_header .* set data.crop_size"):
+        ReconDataModule(str(root), num_workers=0).setup("test")
+    ReconDataModule(str(root), num_workers=0, crop_size=(32, 32)).setup("test")  # the way out it names
+
+
+def test_masks_that_could_sample_nothing_are_refused_before_training(tiny_singlecoil):
+    dm = ReconDataModule(str(tiny_singlecoil), num_workers=0, accelerations=[64], center_fractions=[0.01])
+    with pytest.raises(UserError, match=r"data\.center_fractions: 0\.01 at 64x keeps no centre column of 38"):
+        dm.setup("fit")
