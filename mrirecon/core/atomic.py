@@ -104,6 +104,42 @@ def check_writable_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
+class FolderLock:
+    """An exclusive lock on a folder, held by this process until :meth:`release` (or its exit).
+
+    An advisory ``flock`` on ``<folder>/.lock``: the kernel drops it when the process dies, so a
+    killed run never leaves the folder locked. Where ``fcntl`` is missing (Windows) nothing is locked.
+
+    Raises:
+        UserError: another process holds the lock; ``busy`` says what that means.
+    """
+
+    def __init__(self, folder: str | os.PathLike, busy: str) -> None:
+        self.path = Path(folder) / ".lock"
+        self._file = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        try:
+            self._file = open(self.path, "a")
+        except OSError as err:
+            raise UserError(f"{self.path}: cannot write ({describe_os_error(err)})") from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            self._file = None
+            raise UserError(f"{Path(folder)}: {busy}") from None
+
+    def release(self) -> None:
+        # The file stays: removing it would let a process that opened it before the removal and
+        # one that creates it anew both hold "the" lock.
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     try:
         stat = path.stat()

@@ -92,3 +92,12 @@ def peek_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path}: not a Lightning checkpoint")
     return {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
+
+
+def optimizer_settings(path: str | Path) -> list[dict[str, Any]]:
+    """The hyperparameters (lr, betas, weight decay, ...) of the first parameter group of each
+    optimiser a checkpoint holds the state of: what a resumed fit continues with."""
+    checkpoint = _safe_load(check_checkpoint_file(path), "cpu", mmap=True)
+    states = checkpoint.get("optimizer_states") or [] if isinstance(checkpoint, dict) else []
+    return [{k: v for k, v in state["param_groups"][0].items() if k != "params"}
+            for state in states if isinstance(state, dict) and state.get("param_groups")]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import shutil
 import sys
@@ -45,7 +46,7 @@ from mrirecon.internals import one_line_jsonargparse_error as _one_line
 from mrirecon.evaluation.provenance import checkpoint_record, dataset_record, provenance
 from mrirecon.evaluation.results import EvaluationResults, publish_results
 from mrirecon.lightning.callbacks import PhaseLines, ReconstructionWriter
-from mrirecon.core.checkpoint_files import check_checkpoint_file, peek_checkpoint
+from mrirecon.core.checkpoint_files import check_checkpoint_file, optimizer_settings, peek_checkpoint
 from mrirecon.lightning.checkpoints import (
     BestCheckpoint,
     LastCheckpoint,
@@ -55,7 +56,7 @@ from mrirecon.lightning.checkpoints import (
     run_version,
 )
 from mrirecon.lightning.datamodule import ReconDataModule
-from mrirecon.lightning.module import ReconModule, describe_network
+from mrirecon.lightning.module import ReconModule, describe_network, logged_metric_names
 from mrirecon.lightning.tensorboard import HParamsTable, log_test_results
 from mrirecon.methods import CONFIG_SECTIONS
 
@@ -71,6 +72,10 @@ TRAINER_DEFAULTS = {
     "enable_model_summary": False,
 }
 EVALUATION_COMMANDS = ("validate", "test", "predict")
+# seed_everything seeds NumPy's legacy generator, which takes 32-bit seeds.
+SEED_RANGE = (0, 2**32 - 1)
+# Optimiser entries that choose an implementation, not the optimisation.
+_IMPLEMENTATION_KEYS = {"foreach", "fused", "capturable", "differentiable", "initial_lr"}
 
 
 @dataclass
@@ -153,6 +158,14 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
             "predict: where reconstructions go (default <run>/reconstructions/<checkpoint>_<split>)",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        seed = (self.config[subcommand] if subcommand else self.config).get("seed_everything")
+        if not isinstance(seed, bool) and seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+            # Lightning would raise from seed_everything with a traceback.
+            raise UserError(f"seed_everything: must be true, false or an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got {seed}")
+
     def keep_config_over_checkpoint(self) -> None:
         # LightningCLI would overwrite the model section with the checkpoint's hyperparameters,
         # silently dropping what the config and command line say (--model.method_name, a
@@ -209,13 +222,22 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
         """Builds the configured optimiser and scheduler on a dummy parameter, so a bad value
         (``--optimizer.lr -1``) is one line naming the section before anything else is built."""
         section = self._section()
+        self._optimizer_settings: dict[str, Any] = {}
+        self._scheduler_monitor: Optional[str] = None
         try:
             optimizer = _build(section.get("optimizer"), [torch.nn.Parameter(torch.zeros(1))])
-            if optimizer is not None and section.get("lr_scheduler"):
-                _build(section["lr_scheduler"], optimizer)
+            scheduler = _build(section["lr_scheduler"], optimizer) if optimizer is not None and section.get("lr_scheduler") else None
         except (ValueError, TypeError) as err:
             key = "lr_scheduler" if "optimizer" in locals() and optimizer is not None else "optimizer"
             raise UserError(f"{key}: {_one_line(err)}") from None
+        if optimizer is not None:
+            self._optimizer_settings = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self._scheduler_monitor = getattr(scheduler, "monitor", None)
+            if not self._scheduler_monitor:
+                # Lightning finds this only when fit starts, as a traceback.
+                raise UserError("lr_scheduler: ReduceLROnPlateau needs the metric it watches: use "
+                                "class_path pytorch_lightning.cli.ReduceLROnPlateau with init_args.monitor, e.g. val/loss")
 
     def instantiate_classes(self) -> None:
         self._check_optimizer()
@@ -290,8 +312,62 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
                     f"{ckpt}: trained with model.net.init_args.{name}={saved_args[name]!r}, the config sets "
                     f"{value!r}: use the run's own config ({run_folder_of(Path(ckpt)) / 'config.yaml'}) or the same value")
 
+    def _check_fit_settings(self) -> None:
+        """Settings that Lightning accepts and then trains nothing with, or saves nothing by."""
+        trainer = self.trainer
+        if trainer.max_epochs == 0 or trainer.max_steps == 0:
+            key = "max_epochs" if trainer.max_epochs == 0 else "max_steps"
+            raise UserError(f"trainer.{key}: 0 trains nothing and saves no checkpoint; use at least 1")
+        names = logged_metric_names([float(acc) for _, acc in self.datamodule.masks.pairs])
+        settings = self._initialized("checkpoint")
+        monitored = [("lr_scheduler.init_args.monitor", self._scheduler_monitor)]
+        if self._initialized("trainer", default={}).get("enable_checkpointing") is not False and settings.save_top_k:
+            monitored.append(("checkpoint.monitor", settings.monitor))
+        for key, name in monitored:
+            if name is not None and name not in names:
+                raise UserError(f"{key}: {name!r} is not a metric fit logs (it would never be found); choose one of "
+                                f"{', '.join(names)}")
+
+    def _check_resume_keeps_optimizer(self) -> None:
+        """A resumed fit continues the checkpoint's optimiser state (lr included), whatever the
+        config says; a config that says otherwise would be saved as the run's config untrue."""
+        ckpt = self._section().get("ckpt_path")
+        saved_groups = optimizer_settings(ckpt) if ckpt else []
+        if not saved_groups or not self._optimizer_settings:
+            return
+        saved, configured = saved_groups[0], self._optimizer_settings
+        own_config = f"resume with the run's own optimizer settings ({run_folder_of(Path(ckpt)) / 'config.yaml'})"
+        if set(saved) - _IMPLEMENTATION_KEYS != set(configured) - _IMPLEMENTATION_KEYS:
+            raise UserError(f"{ckpt}: holds the state of another optimiser than the config's "
+                            f"{self._section()['optimizer']['class_path']}; {own_config}")
+        for key, value in configured.items():
+            if key in _IMPLEMENTATION_KEYS:
+                continue
+            before = saved.get("initial_lr", saved["lr"]) if key == "lr" else saved[key]
+            if not _same_setting(before, value):
+                raise UserError(f"{ckpt}: its optimiser has {key}={before!r}, the config sets optimizer.init_args.{key}="
+                                f"{value!r}, but a resumed fit continues the checkpoint's optimiser; {own_config}")
+
+    def _lock_resumed_run(self) -> None:
+        """Two fits resumed from one run would both write into its folder."""
+        self._run_lock: Optional[atomic.FolderLock] = None
+        if self.run_dir is None or run_version(self.run_dir) is None or not self.run_dir.is_dir():
+            return
+        if self.trainer.global_rank != 0 or int(os.environ.get("LOCAL_RANK", 0)) != 0:
+            return  # the launching process holds it for the whole run
+        self._run_lock = atomic.FolderLock(
+            self.run_dir, "another fit is training this run now (resumed from it); wait for it to end")
+
+    def _release_run_lock(self) -> None:
+        lock = getattr(self, "_run_lock", None)
+        if lock is not None:
+            lock.release()
+
     def before_fit(self) -> None:
         self._check_network_matches_checkpoint()
+        self._check_fit_settings()
+        self._check_resume_keeps_optimizer()
+        self._lock_resumed_run()
         log_dir = self.trainer.log_dir
         self._new_run: Optional[Path] = None
         if log_dir is not None and self.trainer.logger and not Path(log_dir).exists():
@@ -302,6 +378,7 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
             self._new_run = created
 
     def after_fit(self) -> None:
+        self._release_run_lock()
         if self.phase_lines.early_stop and self.trainer.is_global_zero:
             print(f"mrirecon: {self.phase_lines.early_stop}", flush=True)  # the last line
         if any(getattr(c, "interrupted", False) for c in self.trainer.callbacks):
@@ -363,6 +440,7 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
 
     def on_subcommand_failure(self, subcommand: str) -> None:
         """A fit that fails before its first step leaves no run folder behind."""
+        self._release_run_lock()
         new_run = getattr(self, "_new_run", None)
         if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
             shutil.rmtree(new_run, ignore_errors=True)
@@ -375,6 +453,17 @@ def _build(spec: Any, first_argument: Any) -> Any:
     module, name = str(spec["class_path"]).rsplit(".", 1)
     cls = getattr(importlib.import_module(module), name)
     return cls(first_argument, **dict(spec.get("init_args") or {}))
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """Optimiser settings as a checkpoint stores them (tuples may come back as lists)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_setting(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return _same_setting(a.tolist() if torch.is_tensor(a) else a, b.tolist() if torch.is_tensor(b) else b)
+    return a == b
 
 
 def _as_list(value: Any) -> list:

@@ -96,7 +96,7 @@ class ReconDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        _check_data_arguments(batch_size, num_workers, crop_size, sample_rate, volume_sample_rate, val_volume_sample_rate)
+        _check_data_arguments(batch_size, num_workers, crop_size, sample_rate, volume_sample_rate, val_volume_sample_rate, seed)
         try:
             self.masks = ColumnMaskSampler(mask_type, center_fractions, accelerations)
         except ValueError as err:
@@ -274,7 +274,26 @@ class ReconDataModule(pl.LightningDataModule):
         return internals.batches_done_in_epoch(self.trainer)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train", train=True), train=True)
+        loader = self._loader(self.dataset("train", train=True), train=True)
+        self._check_val_check_interval(len(loader))
+        return loader
+
+    def _check_val_check_interval(self, batches: int) -> None:
+        """An integer ``val_check_interval`` must fit in the epoch (Lightning raises a
+        traceback otherwise, after the data scan)."""
+        trainer = self.trainer
+        interval = getattr(trainer, "val_check_interval", None)
+        if trainer is None or not isinstance(interval, int) or isinstance(interval, bool) or trainer.check_val_every_n_epoch is None:
+            return
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif isinstance(limit, float):
+            batches = int(batches * limit)
+        if interval > batches:
+            raise UserError(
+                f"trainer.val_check_interval: {interval} batches is longer than an epoch of {batches} training batches; use "
+                f"at most {batches}, a fraction of the epoch (0.5), or trainer.check_val_every_n_epoch null to count across epochs")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), train=False)
@@ -299,7 +318,11 @@ def _check_data_arguments(
     sample_rate: Optional[float],
     volume_sample_rate: Optional[float],
     val_volume_sample_rate: Optional[float],
+    seed: Optional[int] = None,
 ) -> None:
+    if seed is not None and not 0 <= seed < 2**63:
+        # torch.Generator.manual_seed and NumPy's generators take non-negative 64-bit seeds.
+        raise UserError(f"data.seed: must be an integer from 0 to {2**63 - 1}, got {seed}")
     if batch_size < 1:
         raise UserError(f"data.batch_size: must be at least 1, got {batch_size}")
     if num_workers < 0:

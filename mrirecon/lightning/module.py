@@ -38,6 +38,23 @@ from mrirecon.models.unet import Unet
 
 MODEL_KEY = "method"  # the trained (or evaluated) method; its name in tables is method_name
 ZERO_FILLED_KEY = "zero-filled"
+VALIDATION_METRICS = ("ssim", "psnr", "nmse")
+# What validation logs the metrics of each method under.
+VALIDATION_PREFIXES = {MODEL_KEY: "val", ZERO_FILLED_KEY: "val_zero_filled"}
+
+
+def metric_name(prefix: str, metric: str, acceleration: Optional[float] = None) -> str:
+    """The logged name of a metric: ``val/ssim``, ``val/ssim_4x``, ``val_zero_filled/psnr``."""
+    return f"{prefix}/{metric}" if acceleration is None else f"{prefix}/{metric}_{acceleration:g}x"
+
+
+def logged_metric_names(accelerations: list[float]) -> list[str]:
+    """Every metric a fit logs (what checkpoint.monitor and a scheduler's monitor may name)."""
+    names = ["train/loss", "val/loss"]
+    for prefix in VALIDATION_PREFIXES.values():
+        for metric in VALIDATION_METRICS:
+            names += [metric_name(prefix, metric), *(metric_name(prefix, metric, a) for a in sorted(set(accelerations)))]
+    return names
 
 
 def describe_network(net: nn.Module) -> dict[str, Any]:
@@ -246,17 +263,17 @@ class ReconModule(pl.LightningModule):
         # Every process holds the same numbers now; sync_dist (a mean of equal values) only
         # keeps Lightning's bookkeeping of epoch-level metrics in a distributed run consistent.
         self.log("val/loss", loss, sync_dist=True)
-        for name, prefix in ((MODEL_KEY, "val"), (ZERO_FILLED_KEY, "val_zero_filled")):
+        for name, prefix in VALIDATION_PREFIXES.items():
             volumes = per_volume[name]
             if not volumes:
                 continue
-            for metric in ("ssim", "psnr", "nmse"):
+            for metric in VALIDATION_METRICS:
                 values = [v[metric] for v in volumes.values()]
-                self.log(f"{prefix}/{metric}", sum(values) / len(values), sync_dist=True,
+                self.log(metric_name(prefix, metric), sum(values) / len(values), sync_dist=True,
                          prog_bar=(name == MODEL_KEY and metric == "ssim"))
                 for acc in sorted({a for _, a in volumes}):
                     sel = [v[metric] for (f, a), v in volumes.items() if a == acc]
-                    self.log(f"{prefix}/{metric}_{acc:g}x", sum(sel) / len(sel), sync_dist=True)
+                    self.log(metric_name(prefix, metric, acc), sum(sel) / len(sel), sync_dist=True)
         if self._image_rows and self.trainer.is_global_zero:
             # The step Lightning gives the epoch's val/* scalars (it counts optimiser steps
             # before incrementing), so images and curves line up in TensorBoard.

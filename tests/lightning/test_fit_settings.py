@@ -1,0 +1,94 @@
+"""Fit settings that Lightning accepts and then fails on late, or trains and saves nothing by,
+or records untruly: each is one line before the first step (issue 17's battery)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli_helpers import assert_ok, assert_user_error, load_ckpt, run_cli, write_config
+from mrirecon.core.atomic import FolderLock
+
+
+@pytest.fixture(scope="module")
+def config(tiny_singlecoil, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit_settings")
+    return write_config(root / "tiny.yaml", tiny_singlecoil, root / "runs")
+
+
+@pytest.fixture(scope="module")
+def short_run(config, tmp_path_factory):
+    """One step of a run; returns its last checkpoint."""
+    save_dir = tmp_path_factory.mktemp("short")
+    assert_ok(run_cli("fit", "--config", config, "--trainer.max_steps", 1, "--trainer.limit_val_batches", 0,
+                      "--trainer.logger.init_args.save_dir", save_dir))
+    return save_dir / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-5", "4294967296"])
+def test_seeds_out_of_range(config, seed, tmp_path):
+    assert_user_error(run_cli("fit", "--config", config, "--seed_everything", seed,
+                              "--trainer.logger.init_args.save_dir", tmp_path),
+                      "seed_everything: must be true, false or an integer from 0 to 4294967295", seed)
+    if seed != "4294967296":  # a valid data.seed (64-bit)
+        assert_user_error(run_cli("fit", "--config", config, "--data.seed", seed, "--trainer.logger.init_args.save_dir", tmp_path),
+                          "data.seed: must be an integer from 0 to", seed)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("key", ["--checkpoint.monitor", "--lr_scheduler.monitor"])
+def test_a_monitor_that_fit_never_logs_is_refused(config, key, tmp_path):
+    scheduler = ("--lr_scheduler", "pytorch_lightning.cli.ReduceLROnPlateau") if key == "--lr_scheduler.monitor" else ()
+    result = run_cli("fit", "--config", config, *scheduler, key, "val/bogus", "--trainer.logger.init_args.save_dir", tmp_path)
+    line = assert_user_error(result, "'val/bogus' is not a metric fit logs", "val/ssim_4x", "val/ssim_8x", "val/loss")
+    assert ("checkpoint.monitor" if key == "--checkpoint.monitor" else "lr_scheduler.init_args.monitor") in line
+    # A per-acceleration metric of this run is one it logs: that fit runs.
+    assert_ok(run_cli("fit", "--config", config, *scheduler, key, "val/ssim_8x", "--trainer.max_steps", 1,
+                      "--trainer.limit_val_batches", 0, "--trainer.logger.init_args.save_dir", tmp_path))
+
+
+def test_reduce_lr_on_plateau_without_a_monitor(config, tmp_path):
+    assert_user_error(run_cli("fit", "--config", config, "--lr_scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau",
+                              "--trainer.logger.init_args.save_dir", tmp_path),
+                      "lr_scheduler: ReduceLROnPlateau needs the metric it watches")
+
+
+def test_a_validation_interval_longer_than_the_epoch(config, tmp_path):
+    # 3 training volumes x 4 slices at batch size 4: 3 batches per epoch.
+    assert_user_error(run_cli("fit", "--config", config, "--trainer.val_check_interval", 50,
+                              "--trainer.logger.init_args.save_dir", tmp_path),
+                      "trainer.val_check_interval: 50 batches is longer than an epoch of 3 training batches")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("key", ["--trainer.max_epochs", "--trainer.max_steps"])
+def test_zero_epochs_or_steps(config, key, tmp_path):
+    assert_user_error(run_cli("fit", "--config", config, key, 0, "--trainer.logger.init_args.save_dir", tmp_path),
+                      f"{key[2:]}: 0 trains nothing")
+
+
+def test_resuming_with_other_optimiser_settings_is_refused(config, short_run):
+    ckpt = short_run
+    line = assert_user_error(run_cli("fit", "--config", config, "--ckpt_path", ckpt, "--optimizer.lr", 0.1,
+                                     "--trainer.max_steps", 2),
+                             str(ckpt), "lr=0.001", "optimizer.init_args.lr=0.1", "config.yaml")
+    assert "continues the checkpoint's optimiser" in line
+    assert_user_error(run_cli("fit", "--config", config, "--ckpt_path", ckpt, "--optimizer", "torch.optim.SGD",
+                              "--optimizer.lr", 0.001, "--trainer.max_steps", 2),
+                      "holds the state of another optimiser than the config's torch.optim.SGD")
+    assert load_ckpt(ckpt)["global_step"] == 1  # nothing was trained on
+
+
+def test_a_run_that_another_fit_is_resuming_is_refused(config, short_run):
+    run_dir = short_run.parent.parent
+    lock = FolderLock(run_dir, "busy")  # as a resume running in another process holds it
+    try:
+        assert_user_error(run_cli("fit", "--config", config, "--ckpt_path", short_run, "--trainer.max_steps", 2,
+                                  "--trainer.limit_val_batches", 0),
+                          str(run_dir), "another fit is training this run now")
+    finally:
+        lock.release()
+    assert load_ckpt(short_run)["global_step"] == 1
+    assert_ok(run_cli("fit", "--config", config, "--ckpt_path", short_run, "--trainer.max_steps", 2,
+                      "--trainer.limit_val_batches", 0))
+    assert load_ckpt(short_run)["global_step"] == 2
+    FolderLock(run_dir, "still locked after the fit ended").release()  # raises if the fit kept it
