@@ -384,19 +384,26 @@ def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Se
         raise UserError("--slices: names the files of one split (sim_test_0000.h5:7); give one --split with it")
     if not methods:
         raise UserError("--method: at least one method to report")
-    out = atomic.check_writable_folder(Path(out))
+    out = Path(out)
     by_split, results = {}, {}
-    for split in names:
-        target = out if len(names) == 1 else atomic.check_writable_folder(out / split)
-        name, runs, scored = _report_split(config, split, list(methods), target, acceleration, slices, progress)
-        by_split[name], results[name] = runs, scored
-        print(f"\n{name}\n{format_runs_table(runs)}")
+    # Built in a staging folder and swapped in whole: a failure half-way (a bad --slices found
+    # after scoring, a full disk, Ctrl-C) leaves the previous report as it was.
+    with atomic.staged_folder(out) as work:
+        for split in names:
+            target = (work, out) if len(names) == 1 else (work / split, out / split)
+            name, runs, scored = _report_split(config, split, list(methods), target, acceleration, slices, progress)
+            by_split[name], results[name] = runs, scored
+        if len(names) > 1:
+            sections = "\n\n".join(f"- [{name}]({name}/report.md)" for name in by_split)
+            atomic.write_text(work / "report.md", "# Comparison on " + ", ".join(by_split) + "\n\n"
+                              + format_split_tables(by_split, markdown=True)
+                              + "\n\nSSIM and PSNR (dB), mean over volumes (and over runs, with their range). Every metric, "
+                              "the figures and the provenance per split:\n\n" + sections + "\n")
+    for name, runs in by_split.items():
+        folder = out if len(names) == 1 else out / name
+        print(f"\n{name}\n{format_runs_table(runs)}\n{folder / 'report.md'}\n{folder / 'report.csv'}\n"
+              f"{folder / 'comparison.png'}")
     if len(names) > 1:
-        sections = "\n\n".join(f"- [{name}]({name}/report.md)" for name in by_split)
-        atomic.write_text(out / "report.md", "# Comparison on " + ", ".join(by_split) + "\n\n"
-                          + format_split_tables(by_split, markdown=True)
-                          + "\n\nSSIM and PSNR (dB), mean over volumes (and over runs, with their range). Every metric, the "
-                          "figures and the provenance per split:\n\n" + sections + "\n")
         print(f"\n{format_split_tables(by_split)}\n\n{out / 'report.md'}")
     return Report(by_split, results, out)
 
@@ -446,10 +453,14 @@ def _network_of_checkpoint(path: Path) -> dict[str, Any]:
     return overrides
 
 
-def _report_split(config: RunConfig, split: str | None, given: list[Method], out: Path,
+def _report_split(config: RunConfig, split: str | None, given: list[Method], folders: tuple[Path, Path],
                   acceleration: float | None, slices: Sequence[tuple[str, int]] | None,
                   progress: bool) -> tuple[str, dict, "EvaluationResults"]:
-    """Scores every method on one split into ``out``; returns the split's name, its runs and results."""
+    """Scores every method on one split; returns the split's name, its runs and results.
+
+    ``folders``: where the files are written now (a staging folder) and where they will be
+    (what the files and results record).
+    """
     from mrirecon.core import atomic
     from mrirecon.evaluation.figures import comparison_figure
     from mrirecon.evaluation.provenance import dataset_record, provenance
@@ -463,11 +474,17 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     )
     from mrirecon.evaluation.scoring import check_complete_coverage, load_array, reconstruction_root, score_folder
 
+    out, final = folders
+    out.mkdir(parents=True, exist_ok=True)
     config = _with_split(config, split)
     cli = _parsed(config)
     dm = cli.datamodule
     split = dm.test_split
     volumes = {v.path.name: v for v in dm.evaluation_volumes()}
+    if slices:
+        for fname, index in slices:
+            if fname in volumes and not 0 <= index < volumes[fname].num_slices:
+                raise UserError(f"--slices {fname}:{index}: {fname} has slices 0 to {volumes[fname].num_slices - 1}")
 
     names, groups = run_names(given)
     roots: dict[str, Path] = {}
@@ -476,7 +493,7 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
         if path.suffix == ".ckpt":
             if not path.is_file():
                 raise UserError(f"{path}: no such checkpoint file")
-            path = predict(config.override(_network_of_checkpoint(path)), path, out / "predictions" / run, split)
+            path = predict(config.override(_network_of_checkpoint(path)), path, out / "predictions" / run, split, show=False)
         elif not path.is_dir():
             raise UserError(f"{path}: no such folder")
         roots[run] = reconstruction_root(path)
@@ -489,7 +506,7 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     acquisitions = {name: v.acquisition for name, v in volumes.items()}
     summary = write_results(per_volume, out, {"command": "report", "split": split,
                                               "config_file": str(config.source) if config.source else None,
-                                              "methods_from": {k: str(v) for k, v in roots.items()},
+                                              "methods_from": {k: str(_moved(v, out, final)) for k, v in roots.items()},
                                               "provenance": record}, acquisitions)
     runs = summarize_runs(summary["methods"], groups)
     table = format_runs_table(runs, markdown=True)
@@ -522,5 +539,12 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
         first = next(iter(first_files.values()))
         picks = [(f, load_array(first[(f, acc)], "reconstruction").shape[0] // 2) for f in vols[:2]]
     comparison_figure(first_files, volumes, dm.crop_size, acc, picks, out / "comparison.png")
-    print(f"{out / 'report.md'}\n{out / 'report.csv'}\n{out / 'comparison.png'}")
-    return split, runs, EvaluationResults(per_volume, acquisitions, split, out)
+    return split, runs, EvaluationResults(per_volume, acquisitions, split, final)
+
+
+def _moved(path: Path, staging: Path, final: Path) -> Path:
+    """Where ``path``, written under ``staging``, is once the staging folder is swapped in."""
+    try:
+        return final / Path(path).relative_to(staging)
+    except ValueError:
+        return Path(path)

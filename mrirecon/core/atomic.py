@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -29,6 +31,16 @@ def describe_os_error(err: OSError) -> str:
     if err.errno is not None:
         return os.strerror(err.errno).lower()
     return str(err) or type(err).__name__
+
+
+@functools.cache
+def _file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file: 0o666 less the umask (mkstemp's
+    temporary files are 0o600 whatever the umask). Read once: setting the umask to read it is
+    process-wide, and no thread should create a file in between."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync(path: str) -> None:
@@ -54,6 +66,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.fchmod(fd, _file_mode())
         os.close(fd)
     except OSError as err:
         raise UserError(f"{path}: cannot write ({describe_os_error(err)})") from None
@@ -87,6 +100,87 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> None:
         for stale in folder.glob(f".*{TEMP_SUFFIX}"):
             with contextlib.suppress(OSError):
                 stale.unlink()
+
+
+# --- whole output folders -------------------------------------------------------------------
+_STAGING = ".staging-"
+_REPLACED = ".replaced-"
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """What a killed :func:`staged_folder` left: its staging folder, and an entry set aside in
+    the middle of the final swap (put back if the new one never arrived)."""
+    for staging in folder.parent.glob(f".{folder.name}{_STAGING}*"):
+        if not _pid_alive(staging.name.rsplit(_STAGING, 1)[1].split("-")[0]):
+            shutil.rmtree(staging, ignore_errors=True)
+    if folder.is_dir():
+        for aside in folder.glob(f".*{_REPLACED}*"):
+            name, _, pid = aside.name[1:].rpartition(_REPLACED)
+            if _pid_alive(pid):
+                continue
+            if (folder / name).exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.rename(aside, folder / name)
+        remove_stale_temporaries(folder)
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Moves every entry of ``staging`` into ``folder``, replacing entries of the same name;
+    entries of ``folder`` that the staging lacks (the user's own files) stay."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(staging.iterdir()):
+        dest = folder / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            aside = folder / f".{entry.name}{_REPLACED}{os.getpid()}"
+            os.rename(dest, aside)
+            os.rename(entry, dest)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(entry, dest)
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yields an empty folder beside ``folder`` to write a whole output into; on success its
+    entries replace those of ``folder``, on any failure nothing of it reaches ``folder``.
+
+    A report or a baseline is then all new or all old: a failure half-way (a bad argument found
+    late, a full disk, Ctrl-C) leaves the previous output as it was, not a mix of both, and never
+    a file that links to one that was not written. Only the final renames, microseconds long,
+    are not one step. What a killed run left (its staging folder, an entry set aside during the
+    swap, temporary files) is cleared by the next run.
+
+    Raises:
+        UserError: ``folder`` exists and is not a folder, or its parent is not writable.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(folder)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_STAGING}{os.getpid()}-", dir=folder.parent))
+    except OSError as err:
+        raise UserError(f"{folder}: cannot write ({describe_os_error(err)})") from None
+    try:
+        yield staging
+        try:
+            _swap_in(staging, folder)
+        except OSError as err:
+            raise UserError(f"{folder}: cannot write ({describe_os_error(err)})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_writable_folder(folder: str | os.PathLike) -> Path:

@@ -147,3 +147,49 @@ def test_a_method_missing_volumes_or_accelerations_is_refused_before_any_file(ti
         message = capsys.readouterr().err
         assert "partial: no reconstruction of" in message and "at 8x" in message, message
         assert not any(out.glob("*.md")) and not any(out.glob("*.csv")), sorted(out.iterdir())
+
+
+def test_a_failed_report_leaves_the_previous_one_whole(tiny_singlecoil, tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_path": str(tiny_singlecoil), "num_workers": 0,
+                                               "center_fractions": [0.08], "accelerations": [4]}}))
+    zf = run_baseline("zero-filled", config, tmp_path / "zf", progress=False)
+    out = tmp_path / "report"
+
+    def report(*extra):
+        with pytest.raises(SystemExit) as done:
+            main(["report", "--config", str(config), "--method", f"zf={zf}", "--out", str(out), "--no_progress", *extra])
+        return done.value.code, capsys.readouterr().err
+
+    # Found only after scoring (the figure's slices, its acceleration): nothing is written.
+    test_file = sorted((tiny_singlecoil / "singlecoil_test").glob("*.h5"))[0].name
+    for extra, message in [(("--slices", "nope.h5:0"), "--slices nope.h5: not a volume"),
+                           (("--slices", f"{test_file}:99"), f"--slices {test_file}:99: {test_file} has slices 0 to 3"),
+                           (("--slices", test_file), "expected FILE:SLICE"),
+                           (("--acceleration", "5"), "no method has reconstructions at 5x")]:
+        code, err = report(*extra)
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert not out.exists() and not list(tmp_path.glob(".report*")), list(tmp_path.iterdir())
+    assert report()[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"metrics.csv", "summary.json", "report.md", "report.csv", "comparison.png"}
+    (out / "notes.txt").write_text("mine")  # the user's own file in the folder stays
+    # What a killed re-run leaves (its staging folder, a temporary file) is cleared by the next run.
+    (tmp_path / ".report.staging-999999999-x").mkdir()
+    (out / ".report.csv.abc.partial").write_text("half")
+    code, _ = report("--slices", "nope.h5:0")
+    assert code == 2 and {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
+    assert report()[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, "notes.txt"])
+    assert not list(tmp_path.glob(".report*"))
+
+
+def test_written_files_follow_the_umask(tiny_singlecoil, tmp_path):
+    import os
+
+    from mrirecon.core import atomic
+
+    atomic.write_text(tmp_path / "a.txt", "x")  # under the test process's umask, read once
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
