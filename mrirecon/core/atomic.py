@@ -234,7 +234,9 @@ class FolderLock:
             self._file = None
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
+def file_id(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode): one file under any name (symbolic and hard links, other spellings);
+    None for a path that does not exist."""
     try:
         stat = path.stat()
     except OSError:
@@ -264,14 +266,14 @@ def check_outputs(outputs: Iterable[tuple[str | os.PathLike, str | os.PathLike]]
     read_ids: dict[tuple[int, int], Path] = {}
     for path in map(Path, inputs):
         read_paths[path.resolve()] = path
-        file_id = _file_id(path)
-        if file_id is not None:
-            read_ids[file_id] = path
+        identity = file_id(path)
+        if identity is not None:
+            read_ids[identity] = path
     written: dict[Path, Path] = {}
     for out, source in outputs:
         out, source = Path(out), Path(source)
         resolved = out.resolve()
-        replaced = read_paths.get(resolved) or read_ids.get(_file_id(out) or (-1, -1))
+        replaced = read_paths.get(resolved) or read_ids.get(file_id(out) or (-1, -1))
         if replaced is not None:
             raise UserError(f"{out}: would overwrite the input {replaced}; {hint}")
         if resolved in written:

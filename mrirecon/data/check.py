@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrirecon.core.text import text_table
-from mrirecon.data.volumes import TARGET_KEYS, Challenge, VolumeInfo, check_disjoint, scan_volumes
+from mrirecon.data.volumes import TRAINING_SPLITS, Challenge, VolumeInfo, missing_target, overlapping_files, scan_volumes
 from mrirecon.errors import UserError
 
 SPLIT_FOLDER = re.compile(r"^(singlecoil|multicoil)_(\w+)$")
@@ -51,10 +51,6 @@ def split_folders(path: Path) -> list[tuple[Path, Challenge]]:
     raise UserError(f"{path}: empty, or no singlecoil_*/multicoil_* split folders with .h5 volumes")
 
 
-# Splits that fit reads: their files need a target.
-TRAINING_SPLITS = ("train", "val")
-
-
 def check_dataset(path: Path, check_finite: bool = True, use_cache: bool = True) -> list[SplitReport]:
     """Validate every file under ``path`` as the commands that read it would; never raises for a
     bad file, only for a bad folder.
@@ -78,16 +74,12 @@ def check_dataset(path: Path, check_finite: bool = True, use_cache: bool = True)
         if SPLIT_FOLDER.match(folder.name).group(2) in TRAINING_SPLITS:
             for info in [v for v in report.volumes if v.target_key is None]:
                 report.volumes.remove(info)
-                report.bad.append((info.path, f"no {TARGET_KEYS[challenge]} target, needed to train or validate"))
+                report.bad.append((info.path, missing_target(challenge)))
         reports.append(report)
     for challenge in {r.challenge for r in reports}:
-        splits = {r.folder.name: [v.path for v in r.volumes] for r in reports if r.challenge == challenge}
-        try:
-            check_disjoint(splits)
-        except UserError as err:
-            named, _, why = str(err).partition(": ")
-            report = next((r for r in reports if r.folder == Path(named).parent), reports[0])
-            report.bad.append((Path(named), why))
+        ours = [r for r in reports if r.challenge == challenge]
+        for path, problem in overlapping_files({r.folder.name: [v.path for v in r.volumes] for r in ours}):
+            next(r for r in ours if path in {v.path for v in r.volumes}).bad.append((path, problem))
     return reports
 
 

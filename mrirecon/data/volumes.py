@@ -136,10 +136,10 @@ def _read_acceleration(attrs: h5py.AttributeManager, path: Path) -> float | None
     """The file's ``acceleration`` attribute: one finite number of at least 1 (it labels results)."""
     if "acceleration" not in attrs:
         return None
-    value = np.asarray(attrs["acceleration"])
+    raw = attrs["acceleration"]
+    value = np.asarray(raw)
     if value.ndim != 0 or not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)) \
             or not np.isfinite(value) or value < 1:
-        raw = attrs["acceleration"]
         shown = (f"an array of shape {value.shape}" if value.ndim else
                  repr(raw.decode(errors="replace") if isinstance(raw, bytes) else value.item()))
         raise UserError(f"{path}: acceleration attribute is {shown}, expected one finite number of at least 1")
@@ -271,12 +271,6 @@ def check_reconstruction_size(info: VolumeInfo, crop_size: tuple[int, int] | Non
     return size
 
 
-def file_identity(path: Path) -> tuple[int, int]:
-    """(device, inode): one file under any name (symbolic and hard links, other spellings)."""
-    stat = Path(path).stat()
-    return stat.st_dev, stat.st_ino
-
-
 def list_volume_files(folder: Path) -> list[Path]:
     """The ``*.h5`` files of a folder, sorted.
 
@@ -297,28 +291,49 @@ def list_volume_files(folder: Path) -> list[Path]:
         raise UserError(f"{folder}: no .h5 volumes in this folder")
     seen: dict[tuple[int, int], Path] = {}
     for path in files:
-        first = seen.setdefault(file_identity(path), path)
+        first = seen.setdefault(atomic.file_id(path), path)
         if first is not path:
             raise UserError(f"{path}: the same file as {first.name} (a link or a second name): a volume must be listed once")
     return files
 
 
-def check_disjoint(splits: dict[str, list[Path]]) -> None:
-    """Refuses a file that two splits share (a training volume scored as unseen data).
+def overlapping_files(splits: dict[str, list[Path]]) -> list[tuple[Path, str]]:
+    """Every file that two splits share (a training volume scored as unseen data), with why.
 
     Args:
         splits: split name -> its files (a split listed once even if two names share a folder).
 
-    Raises:
-        UserError: naming the file, and both splits.
+    Returns:
+        (the file as the later split lists it, the problem), in the order of ``splits``.
     """
-    owner: dict[tuple[int, int], tuple[str, Path]] = {}
+    owner: dict[tuple[int, int] | None, tuple[str, Path]] = {}
+    shared = []
     for split, files in splits.items():
         for path in files:
-            other = owner.setdefault(file_identity(path), (split, path))
+            other = owner.setdefault(atomic.file_id(path), (split, path))
             if other[0] != split:
-                raise UserError(f"{path}: the {split} split and the {other[0]} split ({other[1]}) hold the same file; "
-                                "a volume may be in one split only")
+                shared.append((path, f"the {split} split and the {other[0]} split ({other[1]}) hold the same file; "
+                                     "a volume may be in one split only"))
+    return shared
+
+
+def check_disjoint(splits: dict[str, list[Path]]) -> None:
+    """Refuses a file that two splits share (see :func:`overlapping_files`).
+
+    Raises:
+        UserError: naming the first such file, and both splits.
+    """
+    for path, problem in overlapping_files(splits)[:1]:
+        raise UserError(f"{path}: {problem}")
+
+
+# Splits that fit reads: every file of them needs a target.
+TRAINING_SPLITS = ("train", "val")
+
+
+def missing_target(challenge: Challenge) -> str:
+    """Why a file without a target cannot be in a training split (fit and data check say it alike)."""
+    return f"no {challenge} target, needed to train or validate"
 
 
 def _cache_dir() -> Path:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
 import torch
+from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -72,8 +73,8 @@ TRAINER_DEFAULTS = {
     "enable_model_summary": False,
 }
 EVALUATION_COMMANDS = ("validate", "test", "predict")
-# seed_everything seeds NumPy's legacy generator, which takes 32-bit seeds.
-SEED_RANGE = (0, 2**32 - 1)
+# What Lightning's seed_everything accepts (NumPy's legacy generator takes 32-bit seeds).
+SEED_RANGE = (min_seed_value, max_seed_value)
 # Optimiser entries that choose an implementation, not the optimisation.
 _IMPLEMENTATION_KEYS = {"foreach", "fused", "capturable", "differentiable", "initial_lr"}
 

@@ -13,8 +13,8 @@ from mrirecon.core.masks import ColumnMaskSampler, MaskType
 from mrirecon.data.batch import KSpaceBatch, SliceCollator, prepare_batch
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.samplers import SliceBatchSampler
-from mrirecon.data.volumes import (Challenge, VolumeInfo, check_disjoint, list_volume_files, scan_volumes,
-                                   subsample_volumes)
+from mrirecon.data.volumes import (TRAINING_SPLITS, Challenge, VolumeInfo, check_disjoint, list_volume_files,
+                                   missing_target, scan_volumes, subsample_volumes)
 from mrirecon import internals
 from mrirecon.errors import UserError
 
@@ -129,10 +129,10 @@ class ReconDataModule(pl.LightningDataModule):
             if not self.data_path.is_dir():
                 raise UserError(f"{self.data_path}: no such data folder")
             infos = scan_volumes(self.split_folder(split), self.challenge, self.check_finite, self.use_cache, self.crop_size)
-            if split in ("train", "val"):
-                missing = [i.path for i in infos if i.target_key is None]
+            if split in TRAINING_SPLITS:
+                missing = [i for i in infos if i.target_key is None]
                 if missing:
-                    raise UserError(f"{missing[0]}: no {self.challenge} target, needed to train or validate")
+                    raise UserError(f"{missing[0].path}: {missing_target(self.challenge)}")
             self._check_mask_widths(infos)
             self._volumes[split] = infos
             self._check_splits_disjoint()

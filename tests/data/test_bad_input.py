@@ -219,7 +219,7 @@ def test_data_check_refuses_the_train_files_fit_refuses(tiny_singlecoil, tmp_pat
     with pytest.raises(UserError, match="no singlecoil target, needed to train"):
         ReconDataModule(str(root), num_workers=0).setup("fit")
     rows = [(p, why) for r in check_dataset(root) for p, why in r.bad]
-    assert rows == [(bad, "no reconstruction_esc target, needed to train or validate")]
+    assert rows == [(bad, "no singlecoil target, needed to train or validate")]  # the words fit uses
 
 
 def test_an_empty_reconstruction_size_in_a_target_less_header_is_refused(tiny_singlecoil, tmp_path):
