@@ -40,6 +40,10 @@ def example_inputs(net, image_size, kspace_shape) -> tuple:
     from mrirecon.errors import UserError
 
     gen = torch.Generator().manual_seed(0)
+    if getattr(net, "input_domain", "image") == "measurements":
+        # Its input is a SamplingMask object, which tracing and ONNX cannot take.
+        raise UserError(f"--ckpt_path: a {type(net).__name__} cannot be exported yet; reconstruct with it in Python "
+                        "(mrirecon.TrainedModel) or with mrirecon reconstruct")
     if getattr(net, "input_domain", "image") != "kspace":
         return (torch.randn(1, getattr(net, "in_chans", 1), *image_size, generator=gen),)
     if kspace_shape is None:

@@ -173,6 +173,24 @@ def center_crop(x, size: Sequence[int]):
     return x[..., top:top + rows, left:left + cols]
 
 
+@full_precision
+def readout_cropped_kspace(kspace: torch.Tensor, rows: int, centered: bool = True) -> torch.Tensor:
+    """The k-space of the image cropped to its centre ``rows`` along the readout (axis -2).
+
+    The readout is fully sampled, so a column mask applies to this smaller grid unchanged and
+    data consistency on it is exact for the cropped image: ``F_r crop_r F_r^-1`` along the
+    readout only (two 1-D FFTs), after which every 2-D FFT of a data-consistent network costs
+    ``rows / H`` of the full grid's (half, for fastMRI's and the demo's 2x readout
+    oversampling). Not for 2-D masks, which sample the readout too.
+
+    Args:
+        kspace: complex ``(..., H, W)``, masked or not.
+        rows: rows to keep (the reconstruction height); at most ``H``.
+    """
+    hybrid = center_crop(ifft1c(kspace, dim=-2, centered=centered), (rows, kspace.shape[-1]))
+    return fft1c(hybrid, dim=-2, centered=centered)
+
+
 def evaluation_crop_size(shape: Sequence[int]) -> tuple[int, int]:
     """The square fastMRI's evaluation command crops an image of ``(..., rows, cols)`` to.
 

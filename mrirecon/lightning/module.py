@@ -72,9 +72,10 @@ def compile_unets(net: nn.Module) -> None:
 
 
 def default_method_name(net: nn.Module) -> str:
-    """``unet`` for Unet, ``varnet`` for VarNet, ``cs-tv`` for CSTV, ``zero-filled`` for ZeroFilled."""
+    """``unet`` for Unet, ``varnet`` for VarNet, ``unet-dc`` for DataConsistentUnet, ``cs-tv`` for
+    CSTV, ``zero-filled`` for ZeroFilled."""
     name = type(net).__name__
-    return {"CSTV": "cs-tv", "ZeroFilled": ZERO_FILLED_KEY}.get(name, name.lower())
+    return {"CSTV": "cs-tv", "ZeroFilled": ZERO_FILLED_KEY, "DataConsistentUnet": "unet-dc"}.get(name, name.lower())
 
 
 class ReconModule(pl.LightningModule):

@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from mrirecon.core.operator import center_crop
+from mrirecon.core.operator import SamplingMask, center_crop, readout_cropped_kspace
 from mrirecon.core.transforms import unnormalize
 from mrirecon.data.batch import KSpaceBatch, network_input
 from mrirecon.errors import UserError
@@ -84,15 +84,45 @@ class KSpaceNetworkMethod:
         return center_crop(image, batch.crop_size)
 
 
+class DataConsistentNetworkMethod:
+    """A network that takes the measurement and its sampling mask (``input_domain =
+    "measurements"``: :class:`~mrirecon.models.DataConsistentUnet`) as a method.
+
+    The network receives complex k-space ``(B, 1, h, W)`` of the image cropped to the
+    reconstruction's ``h`` rows along the fully sampled readout
+    (:func:`~mrirecon.core.operator.readout_cropped_kspace`: data consistency stays exact and
+    costs ``h / H`` of the full grid's) and the :class:`~mrirecon.core.operator.SamplingMask`
+    with its calibration band; its ``(B, h, W)`` magnitude images are cropped to ``(h, w)`` here.
+    """
+
+    needs_kspace = True
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+
+    def __call__(self, batch: KSpaceBatch) -> torch.Tensor:
+        if batch.kspace.shape[1] != 1:
+            raise UserError(
+                f"model.net: {type(self.net).__name__} reconstructs single-coil data, {batch.fname[0]} has "
+                f"{batch.kspace.shape[1]} coils: use mrirecon.models.VarNet, which estimates coil sensitivities")
+        kspace = readout_cropped_kspace(batch.kspace, batch.crop_size[0])
+        mask = SamplingMask.from_columns(batch.mask, batch.num_low_frequencies)
+        return center_crop(self.net(kspace, mask), batch.crop_size)
+
+
 def as_method(net: nn.Module, channels_last: bool = False) -> ReconMethod:
     """The method behind a network or method module.
 
     Modules that take batches (``ZeroFilled``, ``CSTV``) are methods already; a module with
-    ``input_domain = "kspace"`` (``VarNet``) is wrapped as a k-space network; any other module
+    ``input_domain = "kspace"`` (``VarNet``) is wrapped as a k-space network, one with
+    ``input_domain = "measurements"`` (``DataConsistentUnet``) as a data-consistent one; any other module
     as an image network (``channels_last``: its input in channels-last layout).
     """
     if hasattr(net, "needs_kspace"):
         return net  # type: ignore[return-value]
-    if getattr(net, "input_domain", "image") == "kspace":
+    domain = getattr(net, "input_domain", "image")
+    if domain == "kspace":
         return KSpaceNetworkMethod(net)
+    if domain == "measurements":
+        return DataConsistentNetworkMethod(net)
     return ImageNetworkMethod(net, channels_last)

@@ -24,13 +24,14 @@ import fastmri
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mrirecon.core.operator import centre_band, fft2c, full_precision, ifft2c, rss, varnet_centre_width
 from mrirecon.models.checks import check_positive, check_probability
 from mrirecon.models.norms import NormKind
 from mrirecon.models.unet import Unet
 
-__all__ = ["NormUnet", "SensitivityModel", "VarNet", "VarNetBlock"]
+__all__ = ["NormUnet", "SensitivityModel", "VarNet", "VarNetBlock", "unit_sensitivities"]
 
 
 class NormUnet(nn.Module):
@@ -126,6 +127,13 @@ def _rss_image(kspace: torch.Tensor) -> torch.Tensor:
     return rss(ifft2c(_as_complex(kspace)))
 
 
+def unit_sensitivities(kspace: torch.Tensor) -> torch.Tensor:
+    """Coil maps of 1 (real view ``(B, C, H, W, 2)``): the sensitivities of single-coil data."""
+    ones = torch.zeros_like(kspace)
+    ones[..., 0] = 1.0
+    return ones
+
+
 class SensitivityModel(nn.Module):
     """Coil sensitivities from the centre of k-space: a NormUnet on each coil's low-resolution
     image, then division by the root-sum-of-squares over coils (fastMRI's ``SensitivityModel``)."""
@@ -189,6 +197,13 @@ class VarNet(nn.Module):
         norm: normalisation inside the U-Nets (see :func:`mrirecon.models.norms.make_norm`);
             ``instance`` is fastMRI's.
         norm_groups: maximum number of groups for ``norm="group"``.
+        estimate_sensitivities: estimate coil sensitivities (fastMRI's VarNet); False for
+            single-coil data: every coil map is 1 (S = I) and no sensitivity network is built.
+            fastMRI's network divides one coil's estimate by its own magnitude, which leaves a
+            phase-only map that its cascades then have to undo.
+        activation_checkpointing: recompute each cascade's activations in the backward pass
+            instead of keeping them, the usual cure when a VarNet does not fit in GPU memory
+            (fastMRI #44, #80, #137); training only, same gradients.
     """
 
     input_domain = "kspace"
@@ -204,6 +219,8 @@ class VarNet(nn.Module):
         drop_prob: float = 0.0,
         norm: NormKind = "instance",
         norm_groups: int = 32,
+        estimate_sensitivities: bool = True,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         check_positive(num_cascades=num_cascades, sens_chans=sens_chans, sens_pools=sens_pools, chans=chans,
@@ -218,8 +235,10 @@ class VarNet(nn.Module):
         self.drop_prob = drop_prob
         self.norm = norm
         self.norm_groups = norm_groups
+        self.estimate_sensitivities = estimate_sensitivities
+        self.activation_checkpointing = activation_checkpointing
         self.sens_net = SensitivityModel(sens_chans, sens_pools, mask_center=mask_center, drop_prob=drop_prob,
-                                         norm=norm, norm_groups=norm_groups)
+                                         norm=norm, norm_groups=norm_groups) if estimate_sensitivities else None
         self.cascades = nn.ModuleList(
             VarNetBlock(NormUnet(chans, pools, drop_prob=drop_prob, norm=norm, norm_groups=norm_groups))
             for _ in range(num_cascades)
@@ -228,8 +247,16 @@ class VarNet(nn.Module):
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
                 num_low_frequencies: torch.Tensor | int | None = None) -> torch.Tensor:
         masked_kspace = masked_kspace.float()
-        sens_maps = self.sens_net(masked_kspace, mask, num_low_frequencies)
+        if self.sens_net is not None:
+            sens_maps = self.sens_net(masked_kspace, mask, num_low_frequencies)
+        elif masked_kspace.shape[1] != 1:
+            raise ValueError(f"VarNet(estimate_sensitivities=False) is for single-coil k-space, got {masked_kspace.shape[1]} coils")
+        else:
+            sens_maps = unit_sensitivities(masked_kspace)
         kspace_pred = masked_kspace.clone()
         for cascade in self.cascades:
-            kspace_pred = cascade(kspace_pred, masked_kspace, mask, sens_maps)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                kspace_pred = checkpoint(cascade, kspace_pred, masked_kspace, mask, sens_maps, use_reentrant=False)
+            else:
+                kspace_pred = cascade(kspace_pred, masked_kspace, mask, sens_maps)
         return _rss_image(kspace_pred)

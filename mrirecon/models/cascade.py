@@ -1,0 +1,128 @@
+"""The U-Net with data consistency, and cascades of them (Schlemper et al., 2017).
+
+A U-Net that may change only what was not measured: it maps the zero-filled *complex* image
+(real and imaginary parts as two channels, normalised per sample) to a correction of that
+image, and a data-consistency step in k-space then puts the measured samples back (``hard``)
+or moves the prediction toward them by a learned weight (``soft``). ``num_cascades > 1``
+repeats U-Net and data consistency, Schlemper et al.'s deep cascade (DC-CNN);
+``share_weights`` uses one U-Net for every cascade, as MoDL does (MoDL's conjugate-gradient data
+consistency reduces to this closed form for single-coil Cartesian sampling, where ``A^H A`` is
+diagonal in k-space).
+
+Where the measurement and its reconstruction live: k-space ``(B, 1, H, W)`` complex and a
+:class:`~mrirecon.core.operator.SamplingMask` go in, the magnitude image ``(B, H, W)`` comes out,
+both on the grid the caller chose (:class:`mrirecon.methods.base.DataConsistentNetworkMethod`
+hands over the k-space of the readout-cropped image, on which data consistency stays exact and
+costs half). Single-coil: multi-coil data need coil sensitivities, which the E2E-VarNet
+estimates (:class:`mrirecon.models.VarNet`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mrirecon.core.operator import MRIOperator, SamplingMask, full_precision
+from mrirecon.models.checks import check_positive, check_probability
+from mrirecon.models.norms import NormKind
+from mrirecon.models.varnet import NormUnet
+
+__all__ = ["DataConsistentUnet"]
+
+DC_CHOICES = ("hard", "soft")
+
+
+class DataConsistentUnet(nn.Module):
+    """U-Net(s) on the complex image, each followed by data consistency in k-space.
+
+    With the defaults (one cascade, hard data consistency, GroupNorm) this is the design card's
+    U-Net with a data-consistency step on its output; train it with Adam and the L1 loss as the
+    plain U-Net.
+
+    Args:
+        chans: channels of each U-Net's first layer.
+        num_pool_layers: down-sampling levels of each U-Net.
+        num_cascades: U-Net + data-consistency steps in sequence (1: the U-Net with data
+            consistency; 5 or more: Schlemper et al.'s cascade).
+        data_consistency: ``hard`` (measured samples replace the prediction's) or ``soft`` (the
+            prediction moves toward the measurement by a learned weight in (0, 1) per cascade,
+            which lets the network weigh noisy measurements against its own estimate).
+        share_weights: one U-Net for all cascades (MoDL's weight sharing).
+        drop_prob: Dropout2d probability inside the U-Nets.
+        norm: normalisation inside the U-Nets (:func:`mrirecon.models.norms.make_norm`).
+        norm_groups: maximum number of groups for ``norm="group"``.
+        activation_checkpointing: recompute each cascade's activations in the backward pass
+            instead of keeping them (less memory for more compute; training only).
+    """
+
+    input_domain = "measurements"
+
+    def __init__(
+        self,
+        chans: int = 16,
+        num_pool_layers: int = 4,
+        num_cascades: int = 1,
+        data_consistency: str = "hard",
+        share_weights: bool = False,
+        drop_prob: float = 0.0,
+        norm: NormKind = "group",
+        norm_groups: int = 32,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive(chans=chans, num_pool_layers=num_pool_layers, num_cascades=num_cascades, norm_groups=norm_groups)
+        check_probability(drop_prob=drop_prob)
+        if data_consistency not in DC_CHOICES:
+            raise ValueError(f"data_consistency: expected one of {', '.join(DC_CHOICES)}, got {data_consistency!r}")
+        self.chans = chans
+        self.num_pool_layers = num_pool_layers
+        self.num_cascades = num_cascades
+        self.data_consistency = data_consistency
+        self.share_weights = share_weights
+        self.drop_prob = drop_prob
+        self.norm = norm
+        self.norm_groups = norm_groups
+        self.activation_checkpointing = activation_checkpointing
+
+        def unet() -> NormUnet:
+            return NormUnet(chans, num_pool_layers, drop_prob=drop_prob, norm=norm, norm_groups=norm_groups)
+
+        shared = unet() if share_weights else None
+        self.regularisers = nn.ModuleList(shared or unet() for _ in range(num_cascades))
+        # sigmoid(2) = 0.88: close to hard data consistency at the start, free to move away.
+        self.dc_logits = nn.Parameter(torch.full((num_cascades,), 2.0)) if data_consistency == "soft" else None
+
+    @property
+    def dc_weights(self) -> torch.Tensor | None:
+        """The learned soft data-consistency weights, one per cascade (None for hard)."""
+        return None if self.dc_logits is None else torch.sigmoid(self.dc_logits)
+
+    def _cascade(self, index: int, image: torch.Tensor, measured: torch.Tensor, operator: MRIOperator) -> torch.Tensor:
+        correction = self.regularisers[index](torch.view_as_real(image).unsqueeze(1))
+        image = image + torch.view_as_complex(correction.squeeze(1).float().contiguous())
+        return self._data_consistency(index, image, measured, operator)
+
+    @full_precision
+    def _data_consistency(self, index: int, image: torch.Tensor, measured: torch.Tensor,
+                          operator: MRIOperator) -> torch.Tensor:
+        kspace = operator.kspace_of(image.unsqueeze(1))
+        if self.dc_logits is None:
+            kspace = operator.hard_data_consistency(kspace, measured)
+        else:
+            kspace = operator.soft_data_consistency(kspace, measured, torch.sigmoid(self.dc_logits[index]))
+        return operator.coil_images(kspace).squeeze(1)
+
+    def forward(self, kspace: torch.Tensor, mask: SamplingMask) -> torch.Tensor:
+        """Complex ``(B, 1, H, W)`` k-space and its sampling mask → magnitude ``(B, H, W)``."""
+        if kspace.ndim != 4 or kspace.shape[1] != 1:
+            raise ValueError(f"DataConsistentUnet reconstructs single-coil k-space (B, 1, H, W), got {tuple(kspace.shape)}")
+        operator = MRIOperator(mask)
+        measured = operator.mask.apply(kspace.to(torch.complex64))
+        image = operator.A_adjoint(measured)
+        for index in range(self.num_cascades):
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                image = checkpoint(self._cascade, index, image, measured, operator, use_reentrant=False)
+            else:
+                image = self._cascade(index, image, measured, operator)
+        return image.abs()
