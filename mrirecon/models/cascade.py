@@ -54,6 +54,10 @@ class DataConsistentUnet(nn.Module):
         norm_groups: maximum number of groups for ``norm="group"``.
         activation_checkpointing: recompute each cascade's activations in the backward pass
             instead of keeping them (less memory for more compute; training only).
+        demodulate_phase: before each U-Net, remove the smooth image phase that the fully
+            sampled calibration band measures (the phase of its low-resolution image), and put it
+            back on the U-Net's correction, so that the U-Nets see nearly real images whatever
+            the scanner's phase; data consistency is unchanged.
     """
 
     input_domain = "measurements"
@@ -69,6 +73,7 @@ class DataConsistentUnet(nn.Module):
         norm: NormKind = "group",
         norm_groups: int = 32,
         activation_checkpointing: bool = False,
+        demodulate_phase: bool = False,
     ) -> None:
         super().__init__()
         check_positive(chans=chans, num_pool_layers=num_pool_layers, num_cascades=num_cascades, norm_groups=norm_groups)
@@ -84,6 +89,7 @@ class DataConsistentUnet(nn.Module):
         self.norm = norm
         self.norm_groups = norm_groups
         self.activation_checkpointing = activation_checkpointing
+        self.demodulate_phase = demodulate_phase
 
         def unet() -> NormUnet:
             return NormUnet(chans, num_pool_layers, drop_prob=drop_prob, norm=norm, norm_groups=norm_groups)
@@ -98,10 +104,26 @@ class DataConsistentUnet(nn.Module):
         """The learned soft data-consistency weights, one per cascade (None for hard)."""
         return None if self.dc_logits is None else torch.sigmoid(self.dc_logits)
 
-    def _cascade(self, index: int, image: torch.Tensor, measured: torch.Tensor, operator: MRIOperator) -> torch.Tensor:
-        correction = self.regularisers[index](torch.view_as_real(image).unsqueeze(1))
-        image = image + torch.view_as_complex(correction.squeeze(1).float().contiguous())
+    def _cascade(self, index: int, image: torch.Tensor, measured: torch.Tensor, operator: MRIOperator,
+                 phase: torch.Tensor | None) -> torch.Tensor:
+        seen = image if phase is None else image * phase.conj()
+        correction = self.regularisers[index](torch.view_as_real(seen).unsqueeze(1))
+        correction = torch.view_as_complex(correction.squeeze(1).float().contiguous())
+        image = image + (correction if phase is None else correction * phase)
         return self._data_consistency(index, image, measured, operator)
+
+    @staticmethod
+    @full_precision
+    def _calibration_phase(measured: torch.Tensor, operator: MRIOperator) -> torch.Tensor:
+        """``(B, H, W)`` unit phasors of the calibration band's low-resolution image (1 where
+        no band is known, or the image is zero)."""
+        calibration = operator.mask.calibration
+        low_resolution = operator.A_adjoint(torch.where(calibration, measured, torch.zeros((), dtype=measured.dtype,
+                                                                                             device=measured.device)))
+        magnitude = low_resolution.abs()
+        floor = 1e-6 * magnitude.flatten(1).amax(1).clamp_min(torch.finfo(magnitude.dtype).tiny)[:, None, None]
+        phase = low_resolution / magnitude.clamp_min(floor)
+        return torch.where(magnitude > floor, phase, torch.ones((), dtype=phase.dtype, device=phase.device))
 
     @full_precision
     def _data_consistency(self, index: int, image: torch.Tensor, measured: torch.Tensor,
@@ -120,9 +142,10 @@ class DataConsistentUnet(nn.Module):
         operator = MRIOperator(mask)
         measured = operator.mask.apply(kspace.to(torch.complex64))
         image = operator.A_adjoint(measured)
+        phase = self._calibration_phase(measured, operator) if self.demodulate_phase else None
         for index in range(self.num_cascades):
             if self.activation_checkpointing and torch.is_grad_enabled():
-                image = checkpoint(self._cascade, index, image, measured, operator, use_reentrant=False)
+                image = checkpoint(self._cascade, index, image, measured, operator, phase, use_reentrant=False)
             else:
-                image = self._cascade(index, image, measured, operator)
+                image = self._cascade(index, image, measured, operator, phase)
         return image.abs()

@@ -48,10 +48,10 @@ def test_the_readout_cropped_kspace_is_the_cropped_image_s():
     assert (readout_cropped_kspace(kspace, 16).abs().sum(dim=(1, 2))[unsampled] == 0).all()
 
 
-@pytest.mark.parametrize("cascades", [1, 3])
-def test_hard_data_consistency_keeps_the_measured_kspace_exactly(cascades):
+@pytest.mark.parametrize("cascades, demodulate", [(1, False), (3, False), (2, True)])
+def test_hard_data_consistency_keeps_the_measured_kspace_exactly(cascades, demodulate):
     torch.manual_seed(0)
-    net = _perturbed(DataConsistentUnet(**TINY, num_cascades=cascades)).eval()
+    net = _perturbed(DataConsistentUnet(**TINY, num_cascades=cascades, demodulate_phase=demodulate)).eval()
     measured, mask = _problem()
     captured = {}
     original = net._data_consistency
@@ -93,6 +93,42 @@ def test_soft_data_consistency_moves_toward_the_measurement_by_its_learned_weigh
     net.train()
     net(measured, mask).sum().backward()
     assert net.dc_logits.grad is not None and float(net.dc_logits.grad.abs()) > 0
+
+
+def _smooth_phase_object(height=32, width=24):
+    rows, cols = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    magnitude = ((rows / 0.8) ** 2 + (cols / 0.7) ** 2 < 1).float() * (1.2 + 0.3 * torch.cos(5 * rows))
+    phase = 1.5 * rows - 1.0 * cols ** 2 + 0.7
+    return torch.polar(magnitude, phase)[None]
+
+
+def test_demodulation_removes_the_smooth_phase_the_calibration_band_measures():
+    image = _smooth_phase_object()
+    columns = torch.zeros(1, 24, dtype=torch.bool)
+    columns[:, 8:16] = True  # the calibration band alone
+    mask = SamplingMask.from_columns(columns)
+    operator = MRIOperator(mask)
+    measured = mask.apply(fft2c(image)[:, None])
+    phase = DataConsistentUnet._calibration_phase(measured, operator)
+    torch.testing.assert_close(phase.abs(), torch.ones_like(phase.abs()), atol=1e-5, rtol=0)
+    demodulated = image * phase.conj()
+    inside = image.abs() > 0
+    # The object's own phase varies by 2.8 rad; what the demodulation leaves is small.
+    assert float(image[inside].angle().std()) > 0.5
+    assert float(demodulated[inside].angle().abs().mean()) < 0.15
+
+
+def test_with_demodulation_a_global_phase_of_the_measurement_changes_nothing():
+    """A scanner's constant phase offset is arbitrary; the demodulated network ignores it."""
+    torch.manual_seed(0)
+    measured, mask = _problem()
+    rotated = measured * torch.polar(torch.tensor(1.0), torch.tensor(2.1))
+    demodulated = _perturbed(DataConsistentUnet(**TINY, num_cascades=2, demodulate_phase=True)).eval()
+    plain = DataConsistentUnet(**TINY, num_cascades=2).eval()
+    plain.load_state_dict(demodulated.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(demodulated(rotated, mask), demodulated(measured, mask), atol=1e-4, rtol=1e-4)
+        assert (plain(rotated, mask) - plain(measured, mask)).abs().max() > 1e-2
 
 
 def test_the_network_takes_the_mask_it_is_given():
