@@ -2,7 +2,8 @@
 
 SPEC is ``step:N:SIG`` (send SIG to itself when the batch after optimiser step N starts, i.e.
 with N steps done and logged) or ``save:N:SIG`` (during the first checkpoint save at global step N or later, after
-half the temporary file was written). SIG is ``KILL`` or ``INT`` (Ctrl-C).
+half the temporary file was written) or ``test:N:SIG`` (when test batch N starts, in ``test`` and
+``baseline``). SIG is ``KILL`` or ``INT`` (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ def _inject(spec: str) -> None:
             return original(self, batch, batch_idx)
 
         ReconModule.on_train_batch_start = on_train_batch_start
+    elif kind == "test":
+        from mrirecon.lightning.module import ReconModule
+
+        original_test_step = ReconModule.test_step
+
+        def test_step(self, batch, batch_idx):
+            if batch_idx == target:
+                os.kill(os.getpid(), sig)
+            return original_test_step(self, batch, batch_idx)
+
+        ReconModule.test_step = test_step
     elif kind == "save":
         import torch
 

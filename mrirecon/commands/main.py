@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 import threading
 from typing import Optional
@@ -62,6 +63,27 @@ def _quiet_disk_full_in_threads() -> None:
     threading.excepthook = hook
 
 
+class _CtrlC:
+    """Remembers a Ctrl-C. Lightning's test, validate and predict loops catch the interrupt
+    themselves, shut down and call ``exit(1)``, so without this a Ctrl-C during ``baseline``
+    or ``test`` would end as a silent failure instead of as an interrupt."""
+
+    received = False
+
+    @classmethod
+    def install(cls) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return  # someone chose another handling (a debugger, an embedding program)
+
+        def handler(signum, frame):
+            cls.received = True
+            signal.default_int_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, handler)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Read when Lightning and jsonargparse are first imported: their "possible user" hints and
@@ -69,6 +91,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     os.environ.setdefault("POSSIBLE_USER_WARNINGS", "off")
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     _quiet_disk_full_in_threads()
+    _CtrlC.install()
     try:
         if argv and argv[0] in ("--version", "-V", "version"):
             print(f"mrirecon {__version__}")
@@ -102,6 +125,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         print("mrirecon: interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as stop:
+        if stop.code == 1 and _CtrlC.received:  # Lightning's exit after its graceful shutdown
+            print("mrirecon: interrupted", file=sys.stderr)
+            sys.exit(130)
+        raise
 
 
 def _peer_failed(err: RuntimeError) -> bool:

@@ -97,6 +97,19 @@ def test_ctrl_c_saves_last_and_the_resumed_run_ends_as_an_uninterrupted_one(trai
     assert [s for s, _ in scalar_steps(events(runs / "tiny" / "version_0"), "train/loss")] == list(range(9))
 
 
+def test_ctrl_c_during_baseline_ends_as_an_interrupt_and_says_so(trained, tmp_path):
+    """Lightning's evaluation loops catch the interrupt and exit 1 themselves; the user still
+    sees that it was an interrupt (exit 130, one line), not a silent failure."""
+    config, _ = trained
+    out = tmp_path / "zf"
+    result = faulty("test:0:INT", "baseline", "--method", "zero-filled", "--config", config, "--output_dir", out,
+                    "--no_progress", cwd=tmp_path)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == "mrirecon: interrupted", result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (out / "summary.json").exists() and not (out / "metrics.csv").exists()
+
+
 # --- 2. a resume continues the same run (test_cli.py covers steps and the best state) ----------------
 
 
