@@ -239,8 +239,7 @@ def baseline(config: RunConfig | str | Path, method: str, splits: Sequence[str] 
     Returns:
         split -> its results (a split without targets: the folder of its reconstructions).
     """
-    from mrirecon.core.atomic import check_writable_folder
-    from mrirecon.methods.cs_tv import CSTVSettings
+    from mrirecon.core.atomic import check_writable_folder, no_empty_folders_left
 
     config = _as_config(config)
     if method not in BASELINE_METHODS:
@@ -248,7 +247,16 @@ def baseline(config: RunConfig | str | Path, method: str, splits: Sequence[str] 
     if lam_grid and method != "cs-tv":
         raise UserError("--lam_grid: only cs-tv has a lambda")
     name = config.source.stem if config.source else "config"
-    out = check_writable_folder(Path(output_dir) if output_dir else Path("runs") / "baselines" / name / method)
+    out = Path(output_dir) if output_dir else Path("runs") / "baselines" / name / method
+    with no_empty_folders_left(out):
+        return _run_baseline(config, method, splits, check_writable_folder(out), lam_grid, tune_split, progress)
+
+
+def _run_baseline(config: RunConfig, method: str, splits: Sequence[str] | None, out: Path,
+                  lam_grid: Sequence[float] | None, tune_split: str, progress: bool) -> dict[str, "EvaluationResults | Path"]:
+    from mrirecon.core.atomic import check_writable_folder
+    from mrirecon.methods.cs_tv import CSTVSettings
+
     settings = CSTVSettings(**(config.get("cs_tv") or {}))
     tuning: dict[str, Any] = {}
     if lam_grid:

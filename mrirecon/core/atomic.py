@@ -198,6 +198,26 @@ def check_writable_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def no_empty_folders_left(folder: str | os.PathLike) -> Iterator[None]:
+    """On failure (an error, Ctrl-C, an exit), remove the folders under ``folder`` that the
+    work created and left empty, so that a refused or interrupted command leaves no trace; a
+    folder that existed before, or holds a file, stays."""
+    folder = Path(folder).absolute()
+    created = folder
+    while not created.parent.exists():
+        created = created.parent
+    existed = created.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and created.is_dir():
+            for root, _, _ in os.walk(created, topdown=False):  # children before their parents
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)  # only empty folders: rmdir refuses any other
+        raise
+
+
 class FolderLock:
     """An exclusive lock on a folder, held by this process until :meth:`release` (or its exit).
 
