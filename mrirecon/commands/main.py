@@ -72,16 +72,17 @@ class _CtrlC:
 
     @classmethod
     def install(cls) -> None:
+        cls.received = False  # a new command (tests call main more than once in one process)
         if threading.current_thread() is not threading.main_thread():
             return
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        if signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, cls._handler):
             return  # someone chose another handling (a debugger, an embedding program)
+        signal.signal(signal.SIGINT, cls._handler)
 
-        def handler(signum, frame):
-            cls.received = True
-            signal.default_int_handler(signum, frame)
-
-        signal.signal(signal.SIGINT, handler)
+    @classmethod
+    def _handler(cls, signum, frame) -> None:
+        cls.received = True
+        signal.default_int_handler(signum, frame)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
