@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import re
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import cpu_name  # noqa: E402
+from bench_common import cpu_name, write_section  # noqa: E402
 
 from mrirecon.core.operator import SamplingMask, fft2c  # noqa: E402
 from mrirecon.models import DataConsistentUnet, VarNet  # noqa: E402
@@ -94,7 +93,7 @@ def saved_bytes_and_step(net: torch.nn.Module, inputs) -> tuple[int, float, list
     return kept, seconds, [p.grad.clone() for p in net.parameters() if p.grad is not None]
 
 
-def measure(problem, args) -> tuple[str, list[str]]:
+def measure(problem, args) -> str:
     generator = torch.Generator().manual_seed(0)
     make, inputs, label = problem(args, generator)
     torch.manual_seed(0)
@@ -112,7 +111,7 @@ def measure(problem, args) -> tuple[str, list[str]]:
     seconds = {flag: statistics.median(r[1] for r in results[flag]) for flag in results}
     row = (f"| {label} | {mib[False]:.1f} | {mib[True]:.1f} | {mib[False] / mib[True]:.1f}x | "
            f"{seconds[False]:.2f} | {seconds[True]:.2f} | {grad_diff:.1e} |")
-    return row, [label]
+    return row
 
 
 def run(args) -> str:
@@ -122,7 +121,7 @@ def run(args) -> str:
              "|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for problem in (cascade_problem, varnet_problem):
-        row, _ = measure(problem, args)
+        row = measure(problem, args)
         lines.append(row)
         print(row, flush=True)
     return "\n".join(lines)
@@ -143,17 +142,6 @@ def section(table: str, command: str, date: str, threads: int) -> str:
     ])
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), leaving other sections alone."""
-    existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", flags=re.MULTILINE | re.DOTALL)
-    if pattern.search(existing):
-        updated = pattern.sub(lambda _: text + "\n", existing, count=1)
-    else:
-        updated = existing.rstrip("\n") + "\n\n" + text
-    path.write_text(updated.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cascades", type=int, default=8)
@@ -169,9 +157,8 @@ def main() -> None:
     args = parser.parse_args()
     table = run(args)
     if args.write:
-        command = "python scripts/bench_activation_memory.py " + " ".join(
-            a for a in sys.argv[1:] if not a.startswith("--write") and not a.endswith(".md"))
-        write_section(args.write, section(table, command.strip(), args.date, args.threads))
+        command = " ".join(["python", "scripts/bench_activation_memory.py", *sys.argv[1:]])
+        write_section(args.write, HEADING, section(table, command, args.date, args.threads))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ import torch
 from fastmri.data.subsample import RandomMaskFunc
 from scipy.ndimage import zoom
 
-from bench_common import cpu_name
+from bench_common import cpu_name, write_section
 from mrirecon.methods.cs_tv import (
     DEFAULT_ITERATIONS,
     DEFAULT_LAMBDA_REL,
@@ -221,18 +220,6 @@ def section(table: str, command: str, date: str) -> str:
     )
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), leaving other sections alone."""
-    existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", flags=re.MULTILINE | re.DOTALL)
-    if pattern.search(existing):
-        updated = pattern.sub(lambda _: text + "\n", existing, count=1)
-    else:
-        updated = existing.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(updated.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 320], help="image sizes (square)")
@@ -253,7 +240,7 @@ def main() -> None:
     print()
     print(table)
     if args.write:
-        write_section(args.write, section(table, command, args.date))
+        write_section(args.write, HEADING, section(table, command, args.date))
         print(f"\nwrote the section to {args.write}")
 
 
