@@ -118,8 +118,8 @@ class DataConsistentUnet(nn.Module):
         """``(B, H, W)`` unit phasors of the calibration band's low-resolution image (1 where
         no band is known, or the image is zero)."""
         calibration = operator.mask.calibration
-        low_resolution = operator.A_adjoint(torch.where(calibration, measured, torch.zeros((), dtype=measured.dtype,
-                                                                                             device=measured.device)))
+        band = MRIOperator(SamplingMask(calibration, calibration), operator.sensitivities, operator.centered)
+        low_resolution = band.A_adjoint(measured)
         magnitude = low_resolution.abs()
         floor = 1e-6 * magnitude.flatten(1).amax(1).clamp_min(torch.finfo(magnitude.dtype).tiny)[:, None, None]
         phase = low_resolution / magnitude.clamp_min(floor)
