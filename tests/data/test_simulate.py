@@ -1,6 +1,8 @@
 """Tests of the simulated fastMRI-format datasets, read back with fastMRI's own code."""
 
 import json
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -278,3 +280,23 @@ def test_simulate_command_prints_its_sources(tmp_path):
                              "--preset", "demo", "--recon_size", "16", "--no_progress"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "sources: mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz (sha256 " in result.stdout
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # then writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    # Before: HDF5's failed write raised again while the file closed, then the interpreter
+    # crashed at exit (a traceback, then a segmentation fault, exit 139).
+    result = subprocess.run([sys.executable, "-m", "mrirecon", "data", "simulate", "--out", str(tmp_path / "d"),
+                             "--preset", "demo", "--recon_size", "32", "--no_progress"], capture_output=True,
+                            text=True, preexec_fn=_file_size_limit(100_000), timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"mrirecon: error: {tmp_path / 'd'}: cannot write the dataset "
+                                                  "(disk full: file too large)"]
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@ and the attributes fastMRI's files carry, plus every factor the volume drew."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import h5py
@@ -48,7 +49,11 @@ def write_volume(path: Path, head: Head, params: Preset, challenge: str, seed: i
 
     target_key = "reconstruction_rss" if multicoil else "reconstruction_esc"
     kspace_shape = (slices, coils, height, width) if multicoil else (slices, height, width)
-    with h5py.File(path, "w") as hf:
+    # Built in memory and written with one plain write: HDF5's own writes, when the disk fills,
+    # fail again while the file closes and can crash the interpreter at exit (a segmentation
+    # fault); a plain write fails with an OSError that the caller reports in one line.
+    image = io.BytesIO()
+    with h5py.File(image, "w") as hf:
         kspace_out = hf.create_dataset("kspace", shape=kspace_shape, dtype=np.complex64)
         target_out = hf.create_dataset(target_key, shape=(slices, r, r), dtype=np.float32)
         for k in range(slices):
@@ -72,3 +77,5 @@ def write_volume(path: Path, head: Head, params: Preset, challenge: str, seed: i
         # Every factor that varies between volumes, the SNR included, for anyone slicing results.
         for key, value in {**draw.attributes(), "snr": snr}.items():
             hf.attrs[key] = value
+    with open(path, "wb") as file:
+        file.write(image.getbuffer())
