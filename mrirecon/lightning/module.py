@@ -15,6 +15,7 @@ before the per-volume reduction, so the numbers equal a one-process run's.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -34,6 +35,7 @@ from mrirecon.evaluation.results import EvaluationResults
 from mrirecon.lightning.distributed import gather_objects
 from mrirecon.lightning.image_logging import ImageRow, log_validation_images
 from mrirecon.methods.base import as_method
+from mrirecon.methods.self_supervised import VALIDATION_STEP, SSDUSettings, ssdu_loss, supports_ssdu
 from mrirecon.models.unet import Unet
 
 MODEL_KEY = "method"  # the trained (or evaluated) method; its name in tables is method_name
@@ -93,6 +95,12 @@ class ReconModule(pl.LightningModule):
             layout (faster convolutions on recent GPUs, above all with bf16).
         compile: ``torch.compile`` the network's U-Nets (the complex k-space chain, FFTs and
             data consistency stay eager); the first steps then take longer.
+        training: ``supervised`` (``loss`` against the fully sampled target) or ``ssdu``
+            (self-supervised: the network sees part of each slice's measured samples, the loss
+            compares its k-space with the rest; :mod:`mrirecon.methods.self_supervised`, for
+            networks with data consistency). ``val/loss`` is the training objective on the
+            validation split either way (with ``ssdu``, on one fixed split per slice).
+        ssdu: how ``ssdu`` splits the measurement (held-back fraction, splits per slice, seed).
     """
 
     def __init__(
@@ -103,17 +111,25 @@ class ReconModule(pl.LightningModule):
         method_name: Optional[str] = None,
         channels_last: bool = False,
         compile: bool = False,
+        training: Literal["supervised", "ssdu"] = "supervised",
+        ssdu: SSDUSettings = SSDUSettings(),
     ) -> None:
         super().__init__()
         self.net = net if net is not None else Unet()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "ssdu"])
         # A second call (not `self.hparams[...] = ...`) so that hparams_initial, which the
-        # loggers write to hparams.yaml, holds the network too.
-        self.save_hyperparameters({"net": describe_network(self.net)})
+        # loggers write to hparams.yaml, holds the network too; the settings as plain data, which
+        # a checkpoint loads without unpickling objects.
+        self.save_hyperparameters({"net": describe_network(self.net), "ssdu": dataclasses.asdict(ssdu)})
         self.channels_last = channels_last
         self.compile = compile
         self._compiled = False
         self.method = as_method(self.net, channels_last=channels_last)  # a plain object: parameters stay under net.*
+        if training == "ssdu" and not supports_ssdu(self.method):
+            raise UserError(f"model.training: ssdu needs a network that reconstructs from the measurement and its "
+                            f"mask (mrirecon.models.DataConsistentUnet), not {type(self.net).__name__}")
+        self.training_mode = training  # not `training`: nn.Module's train/eval flag
+        self.ssdu = ssdu
         self.loss_name = loss
         self.ssim_loss = SSIMLoss() if loss == "ssim" else None
         self.num_log_images = num_log_images
@@ -163,8 +179,14 @@ class ReconModule(pl.LightningModule):
             self._compiled = True
 
     # --- training ----------------------------------------------------------------------------
+    def _objective(self, batch: KSpaceBatch, recon: torch.Tensor | None, step: int) -> torch.Tensor:
+        """The training loss: against the target, or SSDU's on held-back samples at ``step``."""
+        if self.training_mode == "ssdu":
+            return ssdu_loss(self.method, batch, self.ssdu, step)
+        return self._loss(recon if recon is not None else self(batch), batch)
+
     def training_step(self, batch: KSpaceBatch, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self(batch), batch)
+        loss = self._objective(batch, None, self.global_step)
         # Not on the progress bar: showing it would wait for the GPU after every step; it is
         # read when Lightning logs (every log_every_n_steps steps).
         self.log("train/loss", loss, batch_size=batch.size)
@@ -207,16 +229,18 @@ class ReconModule(pl.LightningModule):
         self._loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
         self._loss_slices = 0
 
-    def _evaluate_batch(self, batch: KSpaceBatch) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+    def _evaluate_batch(self, batch: KSpaceBatch, with_loss: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor]:
         recon = self(batch)
         if all(batch.padding):
             return None, recon
         keep = [not p for p in batch.padding]
         scored = batch.select(keep)
         recon_scored = recon if all(keep) else recon[torch.tensor(keep, device=recon.device)]
-        loss = self._loss(recon_scored, scored)
-        self._loss_total = self._loss_total + loss.detach().double() * scored.size
-        self._loss_slices += scored.size
+        loss = None
+        if with_loss:  # test reports metrics only: SSDU's held-out loss would cost more passes
+            loss = self._objective(scored, recon_scored, VALIDATION_STEP)
+            self._loss_total = self._loss_total + loss.detach().double() * scored.size
+            self._loss_slices += scored.size
         keys = list(zip(scored.fname, scored.acceleration))
         for name, image in ((MODEL_KEY, recon_scored), (ZERO_FILLED_KEY, scored.zero_filled)):
             self._metrics[name].update(scored.target, image, scored.max_value, keys, scored.slice_num)
@@ -290,7 +314,7 @@ class ReconModule(pl.LightningModule):
         if not all(batch.has_target):
             fname = next(f for f, t in zip(batch.fname, batch.has_target) if not t)
             raise UserError(f"{fname}: no target to score against; reconstruct such files with `mrirecon predict`")
-        _, recon = self._evaluate_batch(batch)
+        _, recon = self._evaluate_batch(batch, with_loss=False)
         return self._outputs(batch, recon)
 
     def on_test_epoch_end(self) -> None:

@@ -101,13 +101,18 @@ class DataConsistentNetworkMethod:
         self.net = net
 
     def __call__(self, batch: KSpaceBatch) -> torch.Tensor:
+        kspace, mask = self.measurement(batch)
+        return center_crop(self.net(kspace, mask), batch.crop_size)
+
+    def measurement(self, batch: KSpaceBatch) -> tuple[torch.Tensor, SamplingMask]:
+        """The measured k-space ``(B, 1, h, W)`` on the network's grid and its mask: what the
+        network reconstructs from, and what a self-supervised loss splits."""
         if batch.kspace.shape[1] != 1:
             raise UserError(
                 f"model.net: {type(self.net).__name__} reconstructs single-coil data, {batch.fname[0]} has "
                 f"{batch.kspace.shape[1]} coils: use mrirecon.models.VarNet, which estimates coil sensitivities")
         kspace = readout_cropped_kspace(batch.kspace, batch.crop_size[0])
-        mask = SamplingMask.from_columns(batch.mask, batch.num_low_frequencies)
-        return center_crop(self.net(kspace, mask), batch.crop_size)
+        return kspace, SamplingMask.from_columns(batch.mask, batch.num_low_frequencies)
 
 
 def as_method(net: nn.Module, channels_last: bool = False) -> ReconMethod:

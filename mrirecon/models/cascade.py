@@ -137,6 +137,12 @@ class DataConsistentUnet(nn.Module):
 
     def forward(self, kspace: torch.Tensor, mask: SamplingMask) -> torch.Tensor:
         """Complex ``(B, 1, H, W)`` k-space and its sampling mask → magnitude ``(B, H, W)``."""
+        return self.reconstruct(kspace, mask).abs()
+
+    def reconstruct(self, kspace: torch.Tensor, mask: SamplingMask) -> torch.Tensor:
+        """The complex ``(B, H, W)`` image whose magnitude :meth:`forward` returns (what a
+        k-space loss on held-back samples compares, through the operator). Only the samples
+        of ``mask`` are read."""
         if kspace.ndim != 4 or kspace.shape[1] != 1:
             raise ValueError(f"DataConsistentUnet reconstructs single-coil k-space (B, 1, H, W), got {tuple(kspace.shape)}")
         operator = MRIOperator(mask)
@@ -148,4 +154,4 @@ class DataConsistentUnet(nn.Module):
                 image = checkpoint(self._cascade, index, image, measured, operator, phase, use_reentrant=False)
             else:
                 image = self._cascade(index, image, measured, operator, phase)
-        return image.abs()
+        return image
