@@ -17,7 +17,7 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="write a fastMRI-format dataset simulated from real anatomy")
     sim.add_argument("--out", required=True, type=Path, help="dataset folder to create")
     sim.add_argument("--preset", default="demo", help="demo (CPU, small; the default), demo-random (the demo with domain-randomised train and val "
-                          "splits), ood (an out-of-distribution split from the head named by --source, added "
+                          "splits), demo-mixed (half of those volumes randomised: the README demo's data), ood (an out-of-distribution split from the head named by --source, added "
                           "beside the others), full (320 recon, GPU)")
     sim.add_argument("--challenge", default="singlecoil", choices=["singlecoil", "multicoil"])
     sim.add_argument("--seed", type=int, default=0)
@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--recon_size", "--recon-size", dest="recon_size", type=int, default=None,
                      help="override the preset's reconstruction size")
+    sim.add_argument("--undersampled", type=int, default=None, metavar="ACCELERATION",
+                     help="write train and val as scans without references: undersampled once per volume at this "
+                          "acceleration (the mask stored in the file), no target (for self-supervised training)")
     sim.add_argument("--overwrite", action="store_true", help="replace split folders of a previous simulation in --out")
     sim.add_argument("--no_progress", "--no-progress", dest="no_progress", action="store_true")
 
@@ -51,6 +54,7 @@ def main(argv: list[str]) -> int:
             sources=args.source,
             overwrite=args.overwrite,
             recon_size=args.recon_size,
+            undersampled=args.undersampled,
             progress=not args.no_progress,
         )
         sources = ", ".join(f"{s['name']} (sha256 {s['sha256'][:12]})" for s in summary["sources"])

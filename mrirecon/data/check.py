@@ -72,9 +72,11 @@ def check_dataset(path: Path, check_finite: bool = True, use_cache: bool = True)
         except UserError as err:
             bad(folder, err)
         if SPLIT_FOLDER.match(folder.name).group(2) in TRAINING_SPLITS:
-            for info in [v for v in report.volumes if v.target_key is None]:
+            # An undersampled file with its mask and no target is self-supervised training data.
+            for info in [v for v in report.volumes if v.target_key is None and v.fixed_mask is None]:
                 report.volumes.remove(info)
-                report.bad.append((info.path, missing_target(challenge)))
+                report.bad.append((info.path, missing_target(challenge, self_supervised=False)
+                                   + " (or a 'mask', to train self-supervised)"))
         reports.append(report)
     for challenge in {r.challenge for r in reports}:
         ours = [r for r in reports if r.challenge == challenge]
@@ -109,6 +111,11 @@ def format_report(reports: list[SplitReport]) -> str:
             ]
         )
     lines = [text_table(header, rows)]
+    for r in reports:
+        without = [v for v in r.volumes if v.target_key is None]
+        if without and SPLIT_FOLDER.match(r.folder.name).group(2) in TRAINING_SPLITS:
+            lines.append(f"{r.folder.name}: {len(without)} file(s) undersampled without targets: fit trains on them "
+                         "with model.training ssdu only" + (" (val: by its held-out loss)" if r.folder.name.endswith("_val") else ""))
     bad = [(p, why) for r in reports for p, why in r.bad]
     if bad:
         lines += ["", f"{len(bad)} bad file(s):"]

@@ -327,13 +327,15 @@ def check_disjoint(splits: dict[str, list[Path]]) -> None:
         raise UserError(f"{path}: {problem}")
 
 
-# Splits that fit reads: every file of them needs a target.
+# Splits that fit reads: every file of them needs a target, unless it trains self-supervised.
 TRAINING_SPLITS = ("train", "val")
 
 
-def missing_target(challenge: Challenge) -> str:
-    """Why a file without a target cannot be in a training split (fit and data check say it alike)."""
-    return f"no {challenge} target, needed to train or validate"
+def missing_target(challenge: Challenge, self_supervised: bool = True) -> str:
+    """Why a file without a target cannot be in a training split (fit and data check say it
+    alike); ``self_supervised``: name the training that can use it."""
+    hint = "; undersampled files without targets train self-supervised (model.training ssdu)" if self_supervised else ""
+    return f"no {challenge} target, needed to train or validate{hint}"
 
 
 def _cache_dir() -> Path:

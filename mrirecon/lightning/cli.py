@@ -320,6 +320,11 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
             key = "max_epochs" if trainer.max_epochs == 0 else "max_steps"
             raise UserError(f"trainer.{key}: 0 trains nothing and saves no checkpoint; use at least 1")
         names = logged_metric_names([float(acc) for _, acc in self.datamodule.masks.pairs])
+        if not getattr(self.model, "needs_targets", True):
+            self.datamodule.targets_required = False
+            if not self.datamodule.validation_has_targets():
+                # Self-supervised on a val split without targets: its held-out k-space loss alone.
+                names = ["train/loss", "val/loss"]
         settings = self._initialized("checkpoint")
         monitored = [("lr_scheduler.init_args.monitor", self._scheduler_monitor)]
         if self._initialized("trainer", default={}).get("enable_checkpointing") is not False and settings.save_top_k:

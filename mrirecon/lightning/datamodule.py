@@ -115,8 +115,11 @@ class ReconDataModule(pl.LightningDataModule):
         self.check_finite = check_finite
         self.use_cache = use_cache
         self.seed = seed
-        # Whether batches keep their k-space after the chain; set from the model in setup().
+        # Whether batches keep their k-space after the chain, and whether training and
+        # validation files need targets (not for self-supervised training); set from the model
+        # in setup().
         self.keep_kspace = True
+        self.targets_required = True
         self._volumes: dict[str, list[VolumeInfo]] = {}
 
     # --- volumes -----------------------------------------------------------------------------
@@ -131,8 +134,13 @@ class ReconDataModule(pl.LightningDataModule):
             infos = scan_volumes(self.split_folder(split), self.challenge, self.check_finite, self.use_cache, self.crop_size)
             if split in TRAINING_SPLITS:
                 missing = [i for i in infos if i.target_key is None]
-                if missing:
+                if missing and self.targets_required:
                     raise UserError(f"{missing[0].path}: {missing_target(self.challenge)}")
+                if split == "val" and missing and len(missing) < len(infos):
+                    # Scored whole or not at all: metrics over some of its volumes would not
+                    # compare with another run's.
+                    raise UserError(f"{missing[0].path}: has no target while other files of {self.split_folder(split)} "
+                                    "have one; a validation split is scored whole or by its held-out loss alone")
             self._check_mask_widths(infos)
             self._volumes[split] = infos
             self._check_splits_disjoint()
@@ -171,6 +179,11 @@ class ReconDataModule(pl.LightningDataModule):
                     continue  # a split this command does not use is checked when one does
         check_disjoint(splits)
 
+    def validation_has_targets(self) -> bool:
+        """Whether the val split is scored (its files have targets) or has its held-out loss
+        alone (self-supervised training on files without targets)."""
+        return all(info.target_key is not None for info in self.volumes("val"))
+
     def evaluation_volumes(self) -> list[VolumeInfo]:
         """The test split's volumes, checked against ``use_file_masks``."""
         infos = self.volumes(self.test_split)
@@ -201,6 +214,7 @@ class ReconDataModule(pl.LightningDataModule):
             self.seed = int(torch.initial_seed()) % 2**62
         module = self.trainer.lightning_module if self.trainer is not None else None
         self.keep_kspace = bool(getattr(module, "needs_kspace", True))
+        self.targets_required = bool(getattr(module, "needs_targets", True))
         replicas, rank = self._distributed()
         if replicas > 1:
             # One process reads every file (the NaN/Inf scan of a large download takes long)

@@ -147,6 +147,11 @@ class ReconModule(pl.LightningModule):
         self._reset_metrics()
 
     @property
+    def needs_targets(self) -> bool:
+        """Whether training and validation files need fully sampled targets (not for SSDU)."""
+        return self.training_mode != "ssdu"
+
+    @property
     def needs_kspace(self) -> bool:
         """Whether batches must keep their k-space (k-space networks and CS-TV read it)."""
         return self.method.needs_kspace
@@ -241,9 +246,10 @@ class ReconModule(pl.LightningModule):
             loss = self._objective(scored, recon_scored, VALIDATION_STEP)
             self._loss_total = self._loss_total + loss.detach().double() * scored.size
             self._loss_slices += scored.size
-        keys = list(zip(scored.fname, scored.acceleration))
-        for name, image in ((MODEL_KEY, recon_scored), (ZERO_FILLED_KEY, scored.zero_filled)):
-            self._metrics[name].update(scored.target, image, scored.max_value, keys, scored.slice_num)
+        if all(scored.has_target):  # a self-supervised run's target-less val split: its loss alone
+            keys = list(zip(scored.fname, scored.acceleration))
+            for name, image in ((MODEL_KEY, recon_scored), (ZERO_FILLED_KEY, scored.zero_filled)):
+                self._metrics[name].update(scored.target, image, scored.max_value, keys, scored.slice_num)
         return loss, recon
 
     def _gathered_metrics(self) -> tuple[dict[str, dict], float]:
@@ -273,7 +279,7 @@ class ReconModule(pl.LightningModule):
 
     def validation_step(self, batch: KSpaceBatch, batch_idx: int) -> None:
         _, recon = self._evaluate_batch(batch)
-        if batch_idx in self._log_batches and not batch.padding[0]:
+        if batch_idx in self._log_batches and not batch.padding[0] and batch.has_target[0]:
             self._image_rows.append(
                 ImageRow(batch.fname[0], batch.slice_num[0], batch.acceleration[0], batch.target[0],
                          batch.zero_filled[0], recon[0].detach(), batch.max_value[0])

@@ -219,7 +219,8 @@ def test_data_check_refuses_the_train_files_fit_refuses(tiny_singlecoil, tmp_pat
     with pytest.raises(UserError, match="no singlecoil target, needed to train"):
         ReconDataModule(str(root), num_workers=0).setup("fit")
     rows = [(p, why) for r in check_dataset(root) for p, why in r.bad]
-    assert rows == [(bad, "no singlecoil target, needed to train or validate")]  # the words fit uses
+    # The words fit uses; a file without a target is training data only with its own mask.
+    assert rows == [(bad, "no singlecoil target, needed to train or validate (or a 'mask', to train self-supervised)")]
 
 
 def test_an_empty_reconstruction_size_in_a_target_less_header_is_refused(tiny_singlecoil, tmp_path):

@@ -132,3 +132,16 @@ def test_colin27_tissue_maps_order_csf_grey_white_by_t1_intensity():
     means = [float((head.volume * m).sum() / m.sum()) for m in maps[:3]]
     assert means[0] < means[1] < means[2]  # T1: CSF darkest, white matter brightest
     assert maps[3].sum() > 0 and maps[4].sum() > 0  # scalp and skull outside the brain
+
+
+def test_demo_mixed_randomises_half_its_training_volumes_and_keeps_the_demo_test_split(tmp_path):
+    small = {"recon_size": R, "slices": 2}
+    simulate_dataset(tmp_path / "mixed", preset=replace(PRESETS["demo-mixed"], **small), seed=0, progress=False)
+    simulate_dataset(tmp_path / "demo", preset=replace(PRESETS["demo"], **small), seed=0, progress=False)
+    for split in ("train", "val"):  # seed 0: 6 of 16 and 2 of 4 drawn as the standard demo
+        contrasts = [a["contrast"] for a, _, _ in _volumes(tmp_path / "mixed", split)]
+        assert set(contrasts) == {"source", "random"}, split
+    # The test split (in distribution, scored by the demo's report) is the standard demo's.
+    for (a, kspace, target), (b, kspace_demo, target_demo) in zip(_volumes(tmp_path / "mixed", "test"),
+                                                                  _volumes(tmp_path / "demo", "test")):
+        assert not a["randomized"] and np.array_equal(kspace, kspace_demo) and np.array_equal(target, target_demo)

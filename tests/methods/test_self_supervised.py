@@ -165,3 +165,54 @@ def test_a_self_supervised_fit_runs_and_logs_its_held_out_loss(tiny_singlecoil, 
 def test_ssdu_with_a_network_that_cannot_take_a_split_is_one_line(tiny_singlecoil, tmp_path):
     config = _ssdu_config(tmp_path, tiny_singlecoil, net_class="mrirecon.models.Unet")
     assert_user_error(run_cli("fit", "--config", config), "model.training", "ssdu", "DataConsistentUnet")
+
+
+@pytest.fixture(scope="module")
+def undersampled(tmp_path_factory):
+    """The tiny demo with train and val as a site without references has them (4x, one mask per
+    volume, no targets), test fully sampled."""
+    from mrirecon.data.simulate import Preset, simulate_dataset
+
+    root = tmp_path_factory.mktemp("undersampled") / "data"
+    tiny = Preset(recon_size=32, volumes=(3, 1, 1), slices=4, coils=(1, 1), snr=(20.0, 40.0))
+    simulate_dataset(root, preset=tiny, seed=1, undersampled=4, progress=False)
+    return root
+
+
+def test_undersampled_simulation_stores_one_mask_per_volume_and_no_target(undersampled):
+    import h5py
+
+    for path in sorted((undersampled / "singlecoil_train").glob("*.h5")):
+        with h5py.File(path) as hf:
+            assert "reconstruction_esc" not in hf and hf.attrs["acceleration"] == 4
+            mask = hf["mask"][()]
+            kspace = hf["kspace"][()]
+            assert 0.15 < mask.mean() < 0.45  # 4x with its centre band
+            assert (kspace[:, :, ~mask] == 0).all() and (abs(kspace[:, :, mask]).sum(axis=1) > 0).all()
+    with h5py.File(sorted((undersampled / "singlecoil_test").glob("*.h5"))[0]) as hf:
+        assert "reconstruction_esc" in hf and "mask" not in hf
+
+
+def test_a_self_supervised_fit_on_files_without_targets_checkpoints_on_its_held_out_loss(undersampled, tmp_path):
+    config = _ssdu_config(tmp_path, undersampled)
+    # The default monitor, val/ssim, needs targets: one line naming what fit logs instead.
+    assert_user_error(run_cli("fit", "--config", config), "checkpoint.monitor", "val/ssim", "val/loss")
+    assert_ok(run_cli("fit", "--config", config, "--checkpoint.monitor", "val/loss", "--checkpoint.mode", "min",
+                      "--trainer.max_epochs", 2))
+    run = tmp_path / "runs" / "tiny" / "version_0"  # the refused fit left no run folder
+    acc = events(run)
+    scalars = set(acc.Tags()["scalars"])
+    assert {"train/loss", "val/loss"} <= scalars and not any(t.startswith("val/ssim") for t in scalars)
+    assert len(acc.Scalars("val/loss")) == 2
+    last = load_ckpt(run / "checkpoints" / "last.ckpt")
+    (best,) = [s for k, s in last["callbacks"].items() if k.startswith("ModelCheckpoint") and s.get("monitor") == "val/loss"]
+    assert float(best["best_model_score"]) == pytest.approx(min(e.value for e in acc.Scalars("val/loss")))
+    # The trained model is scored on the fully sampled test split as any other.
+    assert_ok(run_cli("test", "--config", config, "--ckpt_path", run / "checkpoints" / "last.ckpt",
+                      "--output_dir", tmp_path / "results"))
+    assert (tmp_path / "results" / "summary.json").is_file()
+
+
+def test_supervised_training_on_files_without_targets_names_ssdu(undersampled, tmp_path):
+    config = write_config(tmp_path / "sup.yaml", undersampled, tmp_path / "runs")
+    assert_user_error(run_cli("fit", "--config", config), "no singlecoil target", "model.training ssdu")

@@ -48,7 +48,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -85,6 +85,7 @@ def simulate_dataset(
     sources: Sequence[str | Path] | None = None,
     overwrite: bool = False,
     recon_size: int | None = None,
+    undersampled: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Writes a simulated dataset in fastMRI's folder layout and file format.
@@ -92,7 +93,8 @@ def simulate_dataset(
     The result is ``<out_dir>/<challenge>_<split>/sim_<split>_<index:04d>.h5``, one file per
     volume, readable by an unchanged :class:`fastmri.data.SliceDataset`, for the preset's splits
     (train, val and test; ``ood`` for the ``ood`` preset), plus ``<out_dir>/simulation.json``,
-    the manifest. All splits, test included, carry fully sampled k-space and targets. Only the
+    the manifest. All splits, test included, carry fully sampled k-space and targets (unless
+    ``undersampled``: then train and val are undersampled scans without targets). Only the
     preset's split folders are written, each built in a temporary folder and renamed into place,
     so a failure or an interrupt leaves nothing half-written and other splits already in
     ``out_dir`` (another challenge, or the train/val/test beside an added ``ood``) stay.
@@ -111,6 +113,8 @@ def simulate_dataset(
             to :func:`~mrirecon.data.anatomy.default_sources` (the MNI152 template alone).
         overwrite: Replace split folders of this simulation that exist already.
         recon_size: Overrides the preset's target size ``r``.
+        undersampled: Overrides the preset's ``undersampled`` (an acceleration: train and val
+            written undersampled, with their masks, without targets; see :class:`Preset`).
         progress: Show a progress bar over volumes.
 
     Returns:
@@ -125,6 +129,8 @@ def simulate_dataset(
     # An absolute, normalised path has a real name and parent, even for "." or "a/..".
     out_dir = Path(os.path.abspath(out_dir))
     params = resolve_preset(preset, recon_size)
+    if undersampled is not None:
+        params = resolve_preset(replace(params, undersampled=undersampled), None)
     if challenge not in CHALLENGES:
         raise UserError(f"challenge {challenge!r}: expected one of {', '.join(CHALLENGES)}")
     if seed < 0:
@@ -171,7 +177,8 @@ def simulate_dataset(
                     index = first + local
                     head = heads[index % len(heads)]
                     draw = draw_volume(params, split, local, seed, index)
-                    writer.write_volume(folder / name, head, params, challenge, seed, index, draw)
+                    undersampled = params.undersampled if split in ("train", "val") else None
+                    writer.write_volume(folder / name, head, params, challenge, seed, index, draw, undersampled)
                     files[name] = {"source": head.name, "contrast": draw.contrast,
                                    "kspace_size": [2 * r, phase_encode_columns(r, draw.pe_oversampling)]}
                     bar.update()

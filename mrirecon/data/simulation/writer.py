@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mrirecon.core.masks import ColumnMaskSampler
 from mrirecon.data import ismrmrd
 from mrirecon.data.simulation.acquisition import acquire_slice, coil_sensitivities
 from mrirecon.data.simulation.presets import Draw, Preset, phase_encode_columns
@@ -22,8 +23,10 @@ _ACQUISITIONS = {"source": "AXT1", "t1": "AXT1", "pd": "AXPD", "random": "AXRAND
 
 
 def write_volume(path: Path, head: Head, params: Preset, challenge: str, seed: int,
-                  index: int, draw: Draw) -> None:
-    """Simulates one subject's volume and writes it as a fastMRI HDF5 file."""
+                  index: int, draw: Draw, undersampled: int | None = None) -> None:
+    """Simulates one subject's volume and writes it as a fastMRI HDF5 file; ``undersampled``
+    (an acceleration) writes it as a scan without a reference: masked k-space, its ``mask``
+    (one per volume), no target."""
     r, slices = params.recon_size, params.slices
     height, width = 2 * r, phase_encode_columns(r, draw.pe_oversampling)
     fov_mm = draw.fov_margin * head.extent_mm
@@ -52,23 +55,33 @@ def write_volume(path: Path, head: Head, params: Preset, challenge: str, seed: i
     # Built in memory and written with one plain write: HDF5's own writes, when the disk fills,
     # fail again while the file closes and can crash the interpreter at exit (a segmentation
     # fault); a plain write fails with an OSError that the caller reports in one line.
+    mask = None
+    if undersampled is not None:
+        # Its own stream, so the fully sampled data of the volume stay those of a plain run.
+        sampler = ColumnMaskSampler("random", [0.32 / undersampled], [undersampled])
+        mask, _, _ = sampler.random(int(np.random.default_rng([seed, index, 2]).integers(2**62)), width)
+    targets = np.zeros((slices, r, r), dtype=np.float32)
     image = io.BytesIO()
     with h5py.File(image, "w") as hf:
         kspace_out = hf.create_dataset("kspace", shape=kspace_shape, dtype=np.complex64)
-        target_out = hf.create_dataset(target_key, shape=(slices, r, r), dtype=np.float32)
         for k in range(slices):
             noise = scan_rng.standard_normal((coils, height, width, 2), dtype=np.float32)
-            kspace, target = acquire_slice(images[k], height, width, sigma, noise.view(np.complex64)[..., 0])
+            kspace, targets[k] = acquire_slice(images[k], height, width, sigma, noise.view(np.complex64)[..., 0])
+            if mask is not None:
+                kspace = kspace * mask  # the columns a scanner skipped were never measured
             kspace_out[k] = kspace if multicoil else kspace[0]
-            target_out[k] = target
+        if mask is None:
+            hf.create_dataset(target_key, data=targets)
+            hf.attrs["max"] = float(targets.max())
+            hf.attrs["norm"] = float(np.linalg.norm(targets.astype(np.float64)))
+        else:
+            hf.create_dataset("mask", data=mask)
+            hf.attrs["acceleration"] = int(undersampled)
 
         slice_mm = head.slab_mm / max(slices - 1, 1)
         acquisition = _ACQUISITIONS[draw.contrast]
         hf.create_dataset("ismrmrd_header", data=ismrmrd.header_bytes(
             height, width, r, fov_mm, slice_mm, slices, coils, acquisition))
-        volume = target_out[()]
-        hf.attrs["max"] = float(volume.max())
-        hf.attrs["norm"] = float(np.linalg.norm(volume.astype(np.float64)))
         hf.attrs["acquisition"] = acquisition
         hf.attrs["patient_id"] = f"sim-{seed}-{index:05d}"
         hf.attrs["simulated"] = True
