@@ -3,7 +3,7 @@
 Each step adds factors to the one before, from the standard demo data (``none``) to full
 randomisation (``shells``); ``mixed`` is full randomisation for half of the volumes and the
 standard data for the other half. For each step the script simulates the demo's train and val
-volumes, trains the demo U-Net (configs/demo.yaml, one seed) and scores every step on the demo
+volumes, trains the demo U-Net (configs/demo_unet.yaml, one seed) and scores every step on the demo
 test split (in distribution) and the out-of-distribution split with ``mrirecon report``.
 
     python scripts/ablate_randomization.py [--seed 0] [--out runs/ablation]
@@ -62,12 +62,12 @@ def main() -> int:
             simulate_dataset(data, preset=preset, seed=0, overwrite=True)
         name = f"unet_{slug}_s{args.seed}"
         ckpt = args.out / name / "version_0" / "checkpoints" / "last.ckpt"
-        fit = [*MRIRECON, "fit", "--config", "configs/demo.yaml", "--seed_everything", str(args.seed),
+        fit = [*MRIRECON, "fit", "--config", "configs/demo_unet.yaml", "--seed_everything", str(args.seed),
                "--data.data_path", str(data), "--trainer.logger.init_args.save_dir", str(args.out),
                "--trainer.logger.init_args.name", name]
         subprocess.run(fit + (["--ckpt_path", str(ckpt)] if ckpt.is_file() else []), check=True)
         methods += ["--method", f"{slug}={ckpt}"]
-    subprocess.run([*MRIRECON, "report", "--config", "configs/demo.yaml", "--split", "test", "ood",
+    subprocess.run([*MRIRECON, "report", "--config", "configs/demo_unet.yaml", "--split", "test", "ood",
                     "--out", str(args.out / "report"), *methods], check=True)
     return 0
 

@@ -73,7 +73,7 @@ def measure(data: Path, processes: int, threads: int, steps: int, warmup: int, a
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "throughput.json"
         argv = [
-            "fit", "--config", str(REPO / "configs" / "demo.yaml"), "--data.data_path", str(data),
+            "fit", "--config", str(REPO / "configs" / "demo_unet.yaml"), "--data.data_path", str(data),
             "--data.batch_size", str(batch_size), "--data.num_workers", "0",
             "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1", "--trainer.max_time", "null",
             "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",

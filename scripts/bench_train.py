@@ -76,7 +76,7 @@ def worker_ours(spec: dict) -> float:
 
     with tempfile.TemporaryDirectory() as tmp:
         main([
-            "fit", "--config", str(REPO / "configs" / "demo.yaml"), "--data.data_path", spec["data"],
+            "fit", "--config", str(REPO / "configs" / "demo_unet.yaml"), "--data.data_path", spec["data"],
             "--data.challenge", spec["challenge"], "--data.batch_size", str(spec["batch"]),
             "--data.num_workers", str(spec["workers"]), "--data.accelerations", "[4]", "--data.center_fractions", "[0.08]",
             "--data.transform_on_device", str(spec["device"] == "cuda").lower(),

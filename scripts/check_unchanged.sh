@@ -8,12 +8,13 @@ SRC=$1; OUT=$2; DATA=$3; CKPT=${4:-}
 PYTHON=${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
 PY="env PYTHONPATH=$SRC OMP_NUM_THREADS=1 MRIRECON_CACHE_DIR=$OUT/cache $PYTHON -m mrirecon"
 mkdir -p $OUT; cd $OUT
-CFG=$SRC/configs/demo.yaml
+# The U-Net demo config (configs/demo.yaml before it trained the data-consistent cascade).
+CFG=$SRC/configs/demo_unet.yaml; [ -f "$CFG" ] || CFG=$SRC/configs/demo.yaml
 COMMON="--data.data_path $DATA --data.num_workers 0"
 NET="--model.net.init_args.chans 4 --model.net.init_args.num_pool_layers 2"
 $PY fit --config $CFG $COMMON $NET --seed_everything 0 --trainer.max_epochs 2 --trainer.enable_progress_bar false \
    --trainer.logger.init_args.save_dir $OUT/runs --trainer.accelerator cpu > fit.log 2>&1
-FRESH=$OUT/runs/demo/version_0/checkpoints/last.ckpt
+FRESH=$(ls -d $OUT/runs/demo*/version_0)/checkpoints/last.ckpt
 $PY test --config $CFG $COMMON $NET --ckpt_path $FRESH --output_dir $OUT/test_fresh --trainer.accelerator cpu > test_fresh.log 2>&1
 [ -n "$CKPT" ] || CKPT=$FRESH
 $PY test --config $CFG $COMMON $NET --ckpt_path $CKPT --output_dir $OUT/test --trainer.accelerator cpu > test.log 2>&1

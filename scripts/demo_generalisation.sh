@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The generalisation comparison of docs/generalisation.md: the demo U-Net trained on
-# domain-randomised data (configs/demo.yaml on data/demo-random) and on the standard demo data
+# domain-randomised data (configs/demo_unet.yaml on data/demo-random) and on the standard demo data
 # (the same config on data/demo), 3 seeds each, against zero-filled and CS-TV (lambda chosen on
 # the validation split), on the demo test split (in distribution; the same volumes in both
 # datasets) and on the out-of-distribution split (Colin27, T1 and PD-like, SNR 200-400, no
@@ -28,15 +28,15 @@ for training in random standard; do
     ckpt="$runs/$name/version_0/checkpoints/last.ckpt"
     resume=()
     [ -f "$ckpt" ] && resume=(--ckpt_path "$ckpt")
-    mrirecon fit --config configs/demo.yaml --seed_everything "$seed" --data.data_path "$data" \
+    mrirecon fit --config configs/demo_unet.yaml --seed_everything "$seed" --data.data_path "$data" \
       --trainer.logger.init_args.save_dir "$runs" --trainer.logger.init_args.name "$name" "${resume[@]}"
     methods+=(--method "unet-$training=$ckpt")
   done
 done
 
-mrirecon baseline --method zero-filled --config configs/demo.yaml --split test ood --output_dir "$runs/zero-filled"
-mrirecon baseline --method cs-tv --config configs/demo.yaml --split test ood --output_dir "$runs/cs-tv" \
+mrirecon baseline --method zero-filled --config configs/demo_unet.yaml --split test ood --output_dir "$runs/zero-filled"
+mrirecon baseline --method cs-tv --config configs/demo_unet.yaml --split test ood --output_dir "$runs/cs-tv" \
   --lam_grid 0.001 0.002 0.004 0.008
 
-mrirecon report --config configs/demo.yaml --split test ood --out "$out" \
+mrirecon report --config configs/demo_unet.yaml --split test ood --out "$out" \
   --method "zero-filled=$runs/zero-filled/{split}" --method "cs-tv=$runs/cs-tv/{split}" "${methods[@]}"

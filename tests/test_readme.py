@@ -59,7 +59,7 @@ def _tiny(args: list[str], tmp: Path) -> list[str]:
             # Colin27 comes with Debian's mricron-data; the default head stands in for it.
             args = [a.replace("colin27", "mni152") for a in args]
         return args + ["--recon_size", "32", "--no_progress"]
-    config = ["--data.data_path", str(tmp / "data" / "demo"), "--data.num_workers", "0"]
+    config = ["--data.data_path", str(tmp / "data" / "demo-mixed"), "--data.num_workers", "0"]  # the demo's data
     if command in LIGHTNING:
         return args + config + ["--model.net.init_args.chans", "4", "--model.net.init_args.num_pool_layers", "2",
                                 "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",

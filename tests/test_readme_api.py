@@ -23,7 +23,7 @@ def test_the_readme_api_script_runs_as_written(tiny_singlecoil, tmp_path, monkey
     # The paths the script names, relative to its working folder: the demo config and its data.
     shutil.copytree(tiny_singlecoil, tmp_path / "data" / "demo")
     (tmp_path / "configs").mkdir()
-    shutil.copy(REPO / "configs" / "demo.yaml", tmp_path / "configs" / "demo.yaml")
+    shutil.copy(REPO / "configs" / "demo_unet.yaml", tmp_path / "configs" / "demo_unet.yaml")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(script, "README.md", "exec"), namespace)

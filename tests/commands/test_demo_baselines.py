@@ -9,7 +9,7 @@ import yaml
 from cli_helpers import run_baseline
 from mrirecon.data.simulate import simulate_dataset
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo_unet.yaml"
 
 
 @pytest.mark.slow

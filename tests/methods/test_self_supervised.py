@@ -216,3 +216,17 @@ def test_a_self_supervised_fit_on_files_without_targets_checkpoints_on_its_held_
 def test_supervised_training_on_files_without_targets_names_ssdu(undersampled, tmp_path):
     config = write_config(tmp_path / "sup.yaml", undersampled, tmp_path / "runs")
     assert_user_error(run_cli("fit", "--config", config), "no singlecoil target", "model.training ssdu")
+
+
+def test_a_val_split_with_targets_in_some_files_only_is_one_line(tiny_singlecoil, tmp_path):
+    import shutil
+
+    import h5py
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_singlecoil, root)
+    first = sorted((root / "singlecoil_val").glob("*.h5"))[0]
+    with h5py.File(first, "r+") as hf:
+        del hf["reconstruction_esc"]
+    config = _ssdu_config(tmp_path, root)
+    assert_user_error(run_cli("fit", "--config", config), first.name, "has no target while other files")

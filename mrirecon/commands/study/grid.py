@@ -66,7 +66,7 @@ class Grid:
 QUICK_DATA = "data/study_quick"
 QUICK = Grid(
     name="quick",
-    config="configs/demo.yaml",
+    config="configs/demo_unet.yaml",
     steps=300,
     val_every=50,
     log_every=5,
