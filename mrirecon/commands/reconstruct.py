@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="for files without their own mask: which of the model's accelerations to mask with")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int, default=8)
+    parser.add_argument("--adapt_steps", "--adapt-steps", dest="adapt_steps", type=int, default=0,
+                        help="fine-tune the network on each file's own measurement for up to this many steps "
+                             "before reconstructing it (scan-specific adaptation; networks with data consistency)")
+    parser.add_argument("--adapt_lr", "--adapt-lr", dest="adapt_lr", type=float, default=1e-4,
+                        help="Adam's learning rate for the adaptation")
     return parser
 
 
@@ -74,6 +79,14 @@ def main(argv: list[str]) -> int:
     check_outputs([(args.out / path.name, path) for path in args.inputs], [*args.inputs, args.ckpt_path],
                   "choose another --out (or reconstruct files of the same name into separate folders)")
     out = check_writable_folder(args.out)
+    adapt = None
+    if args.adapt_steps:
+        from mrirecon.methods.adaptation import AdaptSettings
+
+        try:
+            adapt = AdaptSettings(steps=args.adapt_steps, lr=args.adapt_lr)
+        except UserError as err:
+            raise UserError(str(err).replace("adapt.steps", "--adapt_steps").replace("adapt.lr", "--adapt_lr")) from None
     model = TrainedModel.from_checkpoint(args.ckpt_path, args.device)
     crop = tuple(settings["crop_size"]) if settings.get("crop_size") else None
     for path in args.inputs:
@@ -90,12 +103,14 @@ def main(argv: list[str]) -> int:
             pair = accelerations.index(args.acceleration)
             mask, num_low = masks.fixed(path.name, info.num_cols, pair, info.padding)
             acceleration = args.acceleration
-        images = model.reconstruct(read_kspace(path), mask, info.reconstruction_size(crop), num_low, args.batch_size)
+        images = model.reconstruct(read_kspace(path), mask, info.reconstruction_size(crop), num_low, args.batch_size, adapt)
         if not np.isfinite(images).all():
             raise UserError(f"{path}: the reconstruction is not finite (a diverged or damaged model)")
         target = out / path.name
         write_reconstruction(target, images, {"acceleration": float(acceleration)})
-        print(f"{path} -> {target} ({float(acceleration):g}x, {images.shape[0]} slices of {images.shape[1]}x{images.shape[2]})")
+        adapted = model.last_adaptation
+        note = f", adapted in {adapted.seconds:.1f} s ({adapted.steps_taken[0]} steps kept)" if adapted else ""
+        print(f"{path} -> {target} ({float(acceleration):g}x, {images.shape[0]} slices of {images.shape[1]}x{images.shape[2]}{note})")
     return 0
 
 

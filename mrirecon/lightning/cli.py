@@ -21,6 +21,7 @@ What it adds to LightningCLI, so that runs can be trusted:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import math
 import os
@@ -410,8 +411,25 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
     def before_validate(self) -> None:
         self._require_checkpoint()
 
+    def _apply_adaptation(self) -> None:
+        self.model.adapt_when_evaluating(self._initialized("adapt"))
+
+    def _adaptation_record(self) -> dict[str, Any]:
+        """What summary.json says of scan-specific adaptation (and the line printed)."""
+        adapted = self.model.adapted
+        if adapted is None:
+            return {}
+        per_slice = adapted.seconds / max(adapted.slices, 1)
+        if self.trainer.is_global_zero and self.request.show:
+            print(f"adaptation: {adapted.seconds:.1f} s for {adapted.slices} slices ({per_slice:.2f} s a slice), "
+                  f"{self._initialized('adapt').steps} steps at most, {sum(adapted.steps_taken) / max(len(adapted.steps_taken), 1):.1f} kept on average")
+        return {"adaptation": {**dataclasses.asdict(self._initialized("adapt")), "seconds": adapted.seconds,
+                               "slices": adapted.slices, "seconds_per_slice": per_slice,
+                               "steps_kept": adapted.steps_taken}}
+
     def before_test(self) -> None:
         self._require_checkpoint()
+        self._apply_adaptation()
         self.output_dir = atomic.check_writable_folder(self._evaluation_output("test"))
         if self.request.reconstructions_dir is not None:
             self.trainer.callbacks.append(ReconstructionWriter(self.request.reconstructions_dir))
@@ -426,7 +444,7 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
         step = int(peek_checkpoint(ckpt).get("global_step", 0)) if ckpt else 0
         dm = self.datamodule
         volumes = dm.evaluation_volumes()
-        details = {"command": "test", **self.request.details}
+        details = {"command": "test", **self.request.details, **self._adaptation_record()}
         record = provenance(self._resolved_config(), checkpoint_record(Path(ckpt), step) if ckpt else None,
                             dataset_record(dm.data_path, dm.split_folder(dm.test_split), [v.path for v in volumes]))
         meta = {"split": dm.test_split, "checkpoint": ckpt, **details, "provenance": record}
@@ -437,12 +455,16 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
 
     def before_predict(self) -> None:
         self._require_checkpoint()
+        self._apply_adaptation()
         self.output_dir = out = atomic.check_writable_folder(self._evaluation_output("reconstructions"))
         self.trainer.callbacks.append(ReconstructionWriter(out))
         # The writer has them; keeping every prediction in memory too would not fit a large split.
         self.config_init["predict"]["return_predictions"] = False
         if self.trainer.is_global_zero and self.request.show:
             print(f"writing reconstructions to {out}")
+
+    def after_predict(self) -> None:
+        self._adaptation_record()  # the time it took, on the terminal
 
     def on_subcommand_failure(self, subcommand: str) -> None:
         """A fit that fails before its first step leaves no run folder behind."""

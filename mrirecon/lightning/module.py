@@ -34,6 +34,7 @@ from mrirecon import internals
 from mrirecon.evaluation.results import EvaluationResults
 from mrirecon.lightning.distributed import gather_objects
 from mrirecon.lightning.image_logging import ImageRow, log_validation_images
+from mrirecon.methods.adaptation import AdaptedMethod, AdaptSettings
 from mrirecon.methods.base import as_method
 from mrirecon.methods.self_supervised import VALIDATION_STEP, SSDUSettings, ssdu_loss, supports_ssdu
 from mrirecon.models.unet import Unet
@@ -130,6 +131,8 @@ class ReconModule(pl.LightningModule):
                             f"mask (mrirecon.models.DataConsistentUnet), not {type(self.net).__name__}")
         self.training_mode = training  # not `training`: nn.Module's train/eval flag
         self.ssdu = ssdu
+        # Scan-specific adaptation in test and predict (the config's adapt: section; the CLI sets it).
+        self.adapted: Optional[AdaptedMethod] = None
         self.loss_name = loss
         self.ssim_loss = SSIMLoss() if loss == "ssim" else None
         self.num_log_images = num_log_images
@@ -159,6 +162,14 @@ class ReconModule(pl.LightningModule):
     def forward(self, batch: KSpaceBatch) -> torch.Tensor:
         """Reconstructed ``(B, h, w)`` images in image units."""
         return self.method(batch)
+
+    def adapt_when_evaluating(self, settings: Optional[AdaptSettings]) -> None:
+        """Fine-tune on each batch's own measurement before reconstructing it, in test and
+        predict (``settings.steps`` 0 or None: not)."""
+        self.adapted = AdaptedMethod(self.method, settings) if settings is not None and settings.steps else None
+
+    def _evaluation_reconstruction(self, batch: KSpaceBatch) -> torch.Tensor:
+        return self.adapted(batch) if self.adapted is not None else self(batch)
 
     def _loss(self, recon: torch.Tensor, batch: KSpaceBatch) -> torch.Tensor:
         # In float32 whatever the autocast state: SSIM's local variances and fastMRI-scale
@@ -235,7 +246,7 @@ class ReconModule(pl.LightningModule):
         self._loss_slices = 0
 
     def _evaluate_batch(self, batch: KSpaceBatch, with_loss: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor]:
-        recon = self(batch)
+        recon = self(batch) if with_loss else self._evaluation_reconstruction(batch)
         if all(batch.padding):
             return None, recon
         keep = [not p for p in batch.padding]
@@ -334,7 +345,7 @@ class ReconModule(pl.LightningModule):
             acquisitions, getattr(dm, "test_split", None))
 
     def predict_step(self, batch: KSpaceBatch, batch_idx: int) -> dict[str, Any]:
-        return self._outputs(batch, self(batch))
+        return self._outputs(batch, self._evaluation_reconstruction(batch))
 
     @staticmethod
     def _outputs(batch: KSpaceBatch, recon: torch.Tensor) -> dict[str, Any]:

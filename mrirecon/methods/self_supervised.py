@@ -13,15 +13,16 @@ averaged (their multi-mask SSDU, 2022). The networks that take the measurement a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from mrirecon.core.operator import MRIOperator, full_precision
+from mrirecon.core.operator import MRIOperator, SamplingMask, full_precision
 from mrirecon.core.splitting import MeasurementSplit, split_measurements, split_seed
 from mrirecon.data.batch import KSpaceBatch
 from mrirecon.errors import UserError
 
-__all__ = ["SSDUSettings", "VALIDATION_STEP", "normalized_l1_l2", "ssdu_loss", "supports_ssdu"]
+__all__ = ["SSDUSettings", "VALIDATION_STEP", "measurement_loss", "normalized_l1_l2", "split_for", "ssdu_loss", "supports_ssdu"]
 
 # The "step" of validation splits: one fixed split per slice, so the held-out loss of two epochs
 # compares like with like.
@@ -77,19 +78,27 @@ def ssdu_loss(method, batch: KSpaceBatch, settings: SSDUSettings, step: int) -> 
             region (nothing could be held back).
     """
     kspace, measured = method.measurement(batch)
+    return measurement_loss(method.net, kspace, measured, settings, step, batch.fname, batch.slice_num)
+
+
+def measurement_loss(net, kspace: torch.Tensor, measured: SamplingMask, settings: SSDUSettings, step: int,
+                     fnames: Sequence[str], slices: Sequence[int]) -> torch.Tensor:
+    """SSDU's loss of ``net`` on the measured ``kspace`` (on the network's grid) and its mask."""
     total = torch.zeros((), device=kspace.device)
     for draw in range(settings.num_splits):
-        split = _split(measured, settings, step, draw, batch)
+        split = split_for(measured, settings.loss_fraction, settings.seed, step, draw, fnames, slices)
         # The network receives Θ alone: Λ's samples are zeroed before it sees the k-space.
-        image = method.net.reconstruct(split.input.apply(kspace), split.input)
+        image = net.reconstruct(split.input.apply(kspace), split.input)
         predicted = MRIOperator(split.loss).A(image)
         total = total + normalized_l1_l2(predicted, split.loss.apply(kspace))
     return total / settings.num_splits
 
 
-def _split(measured, settings: SSDUSettings, step: int, draw: int, batch: KSpaceBatch) -> MeasurementSplit:
-    seeds = [split_seed(settings.seed, step, f, s, draw) for f, s in zip(batch.fname, batch.slice_num)]
+def split_for(measured: SamplingMask, fraction: float, seed: int, step: int, draw: int, fnames: Sequence[str],
+              slices: Sequence[int]) -> MeasurementSplit:
+    """The split of each slice at ``step``, as a one-line error where one cannot be made."""
+    seeds = [split_seed(seed, step, f, s, draw) for f, s in zip(fnames, slices)]
     try:
-        return split_measurements(measured, settings.loss_fraction, seeds)
+        return split_measurements(measured, fraction, seeds)
     except ValueError as err:
-        raise UserError(f"model.training ssdu: cannot split the measurement of {batch.fname[0]} ({err})") from None
+        raise UserError(f"cannot split the measurement of {fnames[0]} for self-supervision ({err})") from None

@@ -26,6 +26,7 @@ from mrirecon.core.checkpoint_files import read_checkpoint
 from mrirecon.core.operator import contiguous_centre_width
 from mrirecon.data.batch import KSpaceBatch, prepare_batch
 from mrirecon.errors import UserError
+from mrirecon.methods.adaptation import AdaptedMethod, AdaptSettings
 from mrirecon.methods.base import as_method
 
 
@@ -64,6 +65,7 @@ class TrainedModel:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.method = as_method(self.net)
+        self.last_adaptation: AdaptedMethod | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> "TrainedModel":
@@ -79,6 +81,7 @@ class TrainedModel:
         crop_size: Sequence[int],
         num_low_frequencies: int | None = None,
         batch_size: int = 8,
+        adapt: "AdaptSettings | None" = None,
     ) -> np.ndarray:
         """Reconstructs a volume.
 
@@ -89,6 +92,9 @@ class TrainedModel:
             num_low_frequencies: centre columns of the mask (default: the run of sampled
                 columns through the centre).
             batch_size: slices reconstructed together.
+            adapt: fine-tune the network on this volume's own measurement first
+                (:class:`~mrirecon.methods.adaptation.AdaptSettings`; all its slices at once),
+                then forget the adapted weights; :attr:`last_adaptation` says what it did.
 
         Returns:
             float32 ``(slices, rows, cols)`` magnitude images in the units of the k-space.
@@ -103,6 +109,11 @@ class TrainedModel:
             raise UserError(f"mask: {mask.shape[0]} columns, kspace has {kspace.shape[-1]}")
         low = int(contiguous_centre_width(mask)) if num_low_frequencies is None else int(num_low_frequencies)
         crop = (int(crop_size[0]), int(crop_size[1]))
+        method = self.method
+        self.last_adaptation = None
+        if adapt is not None and adapt.steps:
+            method = self.last_adaptation = AdaptedMethod(self.method, adapt)
+            batch_size = kspace.shape[0]  # one adaptation per volume, on all of its slices
         images = []
         for start in range(0, kspace.shape[0], batch_size):
             chunk = kspace[start:start + batch_size].to(self.device, torch.complex64)
@@ -114,5 +125,5 @@ class TrainedModel:
                 fname=[""] * n, slice_num=list(range(start, start + n)), acceleration=[0.0] * n,
                 has_target=[False] * n, padding=[False] * n,
             )
-            images.append(self.method(prepare_batch(batch, self.method.needs_kspace)).float().cpu())
+            images.append(method(prepare_batch(batch, method.needs_kspace)).float().cpu())
         return torch.cat(images).numpy()
