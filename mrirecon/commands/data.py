@@ -16,9 +16,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="write a fastMRI-format dataset simulated from real anatomy")
     sim.add_argument("--out", required=True, type=Path, help="dataset folder to create")
-    sim.add_argument("--preset", default="demo", help="demo (CPU, small; the default), demo-random (the demo with domain-randomised train and val "
-                          "splits), demo-mixed (half of those volumes randomised: the README demo's data), ood (an out-of-distribution split from the head named by --source, added "
-                          "beside the others), full (320 recon, GPU)")
+    sim.add_argument("--preset", default="demo",
+                     help="demo (CPU, small; the default), demo-random (the demo with domain-randomised train and val "
+                          "splits), demo-mixed (half of those volumes randomised: the README demo's data), ood (an "
+                          "out-of-distribution split from the head named by --source, added beside the others), "
+                          "full (320 recon, GPU)")
     sim.add_argument("--challenge", default="singlecoil", choices=["singlecoil", "multicoil"])
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(

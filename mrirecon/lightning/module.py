@@ -245,15 +245,17 @@ class ReconModule(pl.LightningModule):
         self._loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
         self._loss_slices = 0
 
-    def _evaluate_batch(self, batch: KSpaceBatch, with_loss: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor]:
-        recon = self(batch) if with_loss else self._evaluation_reconstruction(batch)
+    def _evaluate_batch(self, batch: KSpaceBatch, testing: bool = False) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+        """Reconstructs and scores a batch; validation also adds up its loss, test adapts the
+        network to the batch first when asked (:meth:`adapt_when_evaluating`)."""
+        recon = self._evaluation_reconstruction(batch) if testing else self(batch)
         if all(batch.padding):
             return None, recon
         keep = [not p for p in batch.padding]
         scored = batch.select(keep)
         recon_scored = recon if all(keep) else recon[torch.tensor(keep, device=recon.device)]
         loss = None
-        if with_loss:  # test reports metrics only: SSDU's held-out loss would cost more passes
+        if not testing:  # test reports metrics only: SSDU's held-out loss would cost more passes
             loss = self._objective(scored, recon_scored, VALIDATION_STEP)
             self._loss_total = self._loss_total + loss.detach().double() * scored.size
             self._loss_slices += scored.size
@@ -331,7 +333,7 @@ class ReconModule(pl.LightningModule):
         if not all(batch.has_target):
             fname = next(f for f, t in zip(batch.fname, batch.has_target) if not t)
             raise UserError(f"{fname}: no target to score against; reconstruct such files with `mrirecon predict`")
-        _, recon = self._evaluate_batch(batch, with_loss=False)
+        _, recon = self._evaluate_batch(batch, testing=True)
         return self._outputs(batch, recon)
 
     def on_test_epoch_end(self) -> None:
