@@ -75,7 +75,8 @@ def test_files_with_their_own_mask_and_bad_inputs(trained, tmp_path):
                               "--acceleration", 4), "nope.h5", "no such file")
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+# ONNX takes 12 s: slow, so that the default suite stays under 5 minutes on 2 cores.
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])
 def test_export_round_trips(trained, tmp_path, fmt):
     _, ckpt, _ = trained
     out = tmp_path / ("unet.pt" if fmt == "torchscript" else "unet.onnx")

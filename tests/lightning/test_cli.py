@@ -271,6 +271,7 @@ def test_checkpoint_of_another_model_is_one_line_naming_the_file(run):
     assert_user_error(result, str(ckpt), "trained with model.net.init_args.chans=4, the config sets 8")
 
 
+@pytest.mark.slow  # 7 s (a fresh interpreter): the default suite must stay under 5 minutes on 2 cores
 def test_missing_checkpoint_through_the_real_entry_point(run, tmp_path):
     config, _ = run
     missing = tmp_path / "nowhere" / "last.ckpt"

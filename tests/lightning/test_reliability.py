@@ -97,6 +97,7 @@ def test_ctrl_c_saves_last_and_the_resumed_run_ends_as_an_uninterrupted_one(trai
     assert [s for s, _ in scalar_steps(events(runs / "tiny" / "version_0"), "train/loss")] == list(range(9))
 
 
+@pytest.mark.slow  # 9 s: the default suite must stay under 5 minutes on 2 cores
 def test_ctrl_c_during_baseline_ends_as_an_interrupt_and_says_so(trained, tmp_path):
     """Lightning's evaluation loops catch the interrupt and exit 1 themselves; the user still
     sees that it was an interrupt (exit 130, one line), not a silent failure."""
@@ -113,6 +114,7 @@ def test_ctrl_c_during_baseline_ends_as_an_interrupt_and_says_so(trained, tmp_pa
 # --- 2. a resume continues the same run (test_cli.py covers steps and the best state) ----------------
 
 
+@pytest.mark.slow  # 10 s: the default suite must stay under 5 minutes on 2 cores
 def test_resume_discards_events_logged_after_the_checkpoint(trained, tmp_path):
     config, _ = trained
     runs = tmp_path / "runs"
