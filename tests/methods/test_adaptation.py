@@ -48,12 +48,19 @@ def test_settings_and_networks_that_cannot_adapt_are_one_line():
         AdaptedMethod(ImageNetworkMethod(Unet(chans=4, num_pool_layers=2)), AdaptSettings(steps=1))
 
 
-def test_test_with_adaptation_records_it_and_leaves_the_checkpoint_untouched(tiny_singlecoil, tmp_path):
-    config = write_config(tmp_path / "dc.yaml", tiny_singlecoil, tmp_path / "runs",
+@pytest.fixture(scope="module")
+def trained_dc(tiny_singlecoil, tmp_path_factory):
+    """A tiny U-Net with data consistency, trained one epoch: (config, checkpoint)."""
+    root = tmp_path_factory.mktemp("adapt")
+    config = write_config(root / "dc.yaml", tiny_singlecoil, root / "runs",
                           net={"class_path": "mrirecon.models.DataConsistentUnet",
                                "init_args": {"chans": 4, "num_pool_layers": 2}})
     assert_ok(run_cli("fit", "--config", config))
-    ckpt = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    return config, root / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def test_test_with_adaptation_records_it_and_leaves_the_checkpoint_untouched(trained_dc, tmp_path):
+    config, ckpt = trained_dc
     saved = ckpt.read_bytes()
     plain = run_cli("test", "--config", config, "--ckpt_path", ckpt, "--output_dir", tmp_path / "plain")
     assert_ok(plain)
@@ -79,14 +86,10 @@ def test_adaptation_of_a_network_without_data_consistency_is_one_line(tiny_singl
                       "adapt.steps", "DataConsistentUnet")
 
 
-def test_reconstruct_adapts_per_file_and_leaves_the_checkpoint_untouched(tiny_singlecoil, tmp_path):
+def test_reconstruct_adapts_per_file_and_leaves_the_checkpoint_untouched(trained_dc, tiny_singlecoil, tmp_path):
     import h5py
 
-    config = write_config(tmp_path / "dc.yaml", tiny_singlecoil, tmp_path / "runs",
-                          net={"class_path": "mrirecon.models.DataConsistentUnet",
-                               "init_args": {"chans": 4, "num_pool_layers": 2}})
-    assert_ok(run_cli("fit", "--config", config))
-    ckpt = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    config, ckpt = trained_dc
     saved = ckpt.read_bytes()
     scan = sorted((tiny_singlecoil / "singlecoil_test").glob("*.h5"))[0]
     outputs = {}
