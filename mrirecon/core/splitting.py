@@ -28,7 +28,16 @@ import torch
 
 from mrirecon.core.operator import SamplingMask
 
-__all__ = ["MeasurementSplit", "split_measurements", "split_seed"]
+__all__ = ["MeasurementSplit", "UnsplittableSlice", "split_measurements", "split_seed"]
+
+
+class UnsplittableSlice(ValueError):
+    """A slice with fewer than two measured samples: nothing can be held back. ``index`` is the
+    slice's place in the batch, for the caller to name its file."""
+
+    def __init__(self, index: int, measured: int) -> None:
+        super().__init__(f"{measured} measured sample(s): nothing to hold back")
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -65,8 +74,8 @@ def split_measurements(mask: SamplingMask, loss_fraction: float, seeds: Sequence
         seeds: one per slice (:func:`split_seed`).
 
     Raises:
-        ValueError: a fraction outside (0, 1), a seed count that differs from the batch, or a
-            slice with fewer than two measured samples.
+        ValueError: a fraction outside (0, 1) or a seed count that differs from the batch.
+        UnsplittableSlice: a slice with fewer than two measured samples.
     """
     if not 0.0 < loss_fraction < 1.0:
         raise ValueError(f"loss_fraction must lie strictly between 0 and 1, got {loss_fraction}")
@@ -82,7 +91,7 @@ def split_measurements(mask: SamplingMask, loss_fraction: float, seeds: Sequence
             # the calibration region is split too, rather than the slice dropped from the loss.
             index = measured[b].nonzero().squeeze(1)
         if index.numel() < 2:
-            raise ValueError(f"slice {b} has {index.numel()} measured sample(s): nothing to hold back")
+            raise UnsplittableSlice(b, index.numel())
         count = min(max(round(loss_fraction * index.numel()), 1), index.numel() - 1)
         generator = torch.Generator().manual_seed(int(seed))
         chosen = index[torch.randperm(index.numel(), generator=generator)[:count]]

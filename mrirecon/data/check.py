@@ -75,8 +75,7 @@ def check_dataset(path: Path, check_finite: bool = True, use_cache: bool = True)
             # An undersampled file with its mask and no target is self-supervised training data.
             for info in [v for v in report.volumes if v.target_key is None and v.fixed_mask is None]:
                 report.volumes.remove(info)
-                report.bad.append((info.path, missing_target(challenge, self_supervised=False)
-                                   + " (or a 'mask', to train self-supervised)"))
+                report.bad.append((info.path, missing_target(challenge, "check")))
         reports.append(report)
     for challenge in {r.challenge for r in reports}:
         ours = [r for r in reports if r.challenge == challenge]

@@ -331,10 +331,12 @@ def check_disjoint(splits: dict[str, list[Path]]) -> None:
 TRAINING_SPLITS = ("train", "val")
 
 
-def missing_target(challenge: Challenge, self_supervised: bool = True) -> str:
-    """Why a file without a target cannot be in a training split (fit and data check say it
-    alike); ``self_supervised``: name the training that can use it."""
-    hint = "; undersampled files without targets train self-supervised (model.training ssdu)" if self_supervised else ""
+def missing_target(challenge: Challenge, reader: Literal["fit", "check"] = "fit") -> str:
+    """Why a file without a target cannot be in a training split, as ``fit`` says it (which
+    refuses it unless training self-supervised) and ``data check`` does (which accepts a
+    target-less file only with its own mask)."""
+    hint = {"fit": "; undersampled files without targets train self-supervised (model.training ssdu)",
+            "check": " (or a 'mask', to train self-supervised)"}[reader]
     return f"no {challenge} target, needed to train or validate{hint}"
 
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from mrirecon.core.operator import MRIOperator, SamplingMask, full_precision
-from mrirecon.core.splitting import MeasurementSplit, split_measurements, split_seed
+from mrirecon.core.splitting import MeasurementSplit, UnsplittableSlice, split_measurements, split_seed
 from mrirecon.data.batch import KSpaceBatch
 from mrirecon.errors import UserError
 
@@ -74,8 +74,8 @@ def ssdu_loss(method, batch: KSpaceBatch, settings: SSDUSettings, step: int) -> 
     """The SSDU loss of a batch at optimiser ``step`` (:data:`VALIDATION_STEP` for validation).
 
     Raises:
-        UserError: a slice whose mask holds fewer than two samples outside its calibration
-            region (nothing could be held back).
+        UserError: a slice whose mask holds fewer than two measured samples (nothing could be
+            held back), naming its file and slice.
     """
     kspace, measured = method.measurement(batch)
     return measurement_loss(method.net, kspace, measured, settings, step, batch.fname, batch.slice_num)
@@ -100,5 +100,6 @@ def split_for(measured: SamplingMask, fraction: float, seed: int, step: int, dra
     seeds = [split_seed(seed, step, f, s, draw) for f, s in zip(fnames, slices)]
     try:
         return split_measurements(measured, fraction, seeds)
-    except ValueError as err:
-        raise UserError(f"cannot split the measurement of {fnames[0]} for self-supervision ({err})") from None
+    except UnsplittableSlice as err:
+        raise UserError(f"{fnames[err.index]} slice {slices[err.index]}: cannot split its measurement for "
+                        f"self-supervision ({err})") from None

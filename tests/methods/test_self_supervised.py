@@ -230,3 +230,15 @@ def test_a_val_split_with_targets_in_some_files_only_is_one_line(tiny_singlecoil
         del hf["reconstruction_esc"]
     config = _ssdu_config(tmp_path, root)
     assert_user_error(run_cli("fit", "--config", config), first.name, "has no target while other files")
+
+
+def test_a_slice_that_cannot_be_split_is_named_by_its_file_and_slice():
+    batch = _batch()
+    one_column = torch.zeros_like(batch.mask)
+    one_column[:, 20] = True
+    mask = torch.stack([batch.mask[0], one_column[1]])
+    batch = batch._replace(mask=mask, kspace=SamplingMask.from_columns(mask).apply(batch.kspace),
+                           num_low_frequencies=torch.tensor([6, 1]))
+    method = DataConsistentNetworkMethod(DataConsistentUnet(chans=4, num_pool_layers=2))
+    with pytest.raises(UserError, match=r"^f1\.h5 slice 1: cannot split its measurement .*nothing to hold back"):
+        ssdu_loss(method, batch, SSDUSettings(), step=0)
