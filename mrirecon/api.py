@@ -239,7 +239,7 @@ def baseline(config: RunConfig | str | Path, method: str, splits: Sequence[str] 
     Returns:
         split -> its results (a split without targets: the folder of its reconstructions).
     """
-    from mrirecon.core.atomic import check_writable_folder, no_empty_folders_left
+    from mrirecon.core.atomic import no_empty_folders_left, staged_folder
 
     config = _as_config(config)
     if method not in BASELINE_METHODS:
@@ -248,8 +248,10 @@ def baseline(config: RunConfig | str | Path, method: str, splits: Sequence[str] 
         raise UserError("--lam_grid: only cs-tv has a lambda")
     name = config.source.stem if config.source else "config"
     out = Path(output_dir) if output_dir else Path("runs") / "baselines" / name / method
-    with no_empty_folders_left(out):
-        return _run_baseline(config, method, splits, check_writable_folder(out), lam_grid, tune_split, progress)
+    # Built in a staging folder and swapped in whole, like a report: a baseline stopped half-way
+    # (a kill, a full disk, Ctrl-C, a split refused after the tuning) leaves the previous one as it was.
+    with no_empty_folders_left(out), staged_folder(out) as work:
+        return _run_baseline(config, method, splits, work, lam_grid, tune_split, progress)
 
 
 def _run_baseline(config: RunConfig, method: str, splits: Sequence[str] | None, out: Path,
@@ -309,6 +311,7 @@ def _baseline_split(config: RunConfig, method: str, settings: "CSTVSettings", sp
     parameter-free method, its reconstructions beside the results."""
     from dataclasses import asdict
 
+    from mrirecon.core.atomic import final_path
     from mrirecon.lightning.cli import EvaluationRequest, lightning_quietly
 
     net: dict[str, Any] = {"class_path": _BASELINE_NETS[method]}
@@ -339,9 +342,9 @@ def _baseline_split(config: RunConfig, method: str, settings: "CSTVSettings", sp
         else:  # test/challenge files without targets: reconstructions only
             cli = _run("predict", run_config, EvaluationRequest(details, show=False),
                        output_dir=str(out / "reconstructions"))
-            result = cli.output_dir
+            result = final_path(cli.output_dir)
     if cli.trainer.is_global_zero:
-        print(f"reconstructions: {out / 'reconstructions'}")
+        print(f"reconstructions: {final_path(out / 'reconstructions')}")
     return result
 
 
@@ -367,7 +370,8 @@ class Method:
 class Report:
     """A report's tables: split -> method -> acceleration -> ``{"runs", "volumes", metric:
     {"mean", "min", "max"}}`` (the mean over a method's runs of each run's mean over volumes),
-    and the files written."""
+    and the files written (empty tables on the other processes of a distributed run: its lead
+    scores)."""
 
     by_split: dict[str, dict[str, dict[float, dict[str, Any]]]]
     results: dict[str, "EvaluationResults"]
@@ -393,20 +397,23 @@ def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Se
     if not methods:
         raise UserError("--method: at least one method to report")
     out = Path(out)
+    lead = atomic.is_lead_process()  # of a distributed run: it alone scores, writes and prints
     by_split, results = {}, {}
     # Built in a staging folder and swapped in whole: a failure half-way (a bad --slices found
     # after scoring, a full disk, Ctrl-C) leaves the previous report as it was.
     with atomic.staged_folder(out) as work:
         for split in names:
-            target = (work, out) if len(names) == 1 else (work / split, out / split)
+            target = work if len(names) == 1 else work / split
             name, runs, scored = _report_split(config, split, list(methods), target, acceleration, slices, progress)
             by_split[name], results[name] = runs, scored
-        if len(names) > 1:
+        if len(names) > 1 and lead:
             sections = "\n\n".join(f"- [{name}]({name}/report.md)" for name in by_split)
             atomic.write_text(work / "report.md", "# Comparison on " + ", ".join(by_split) + "\n\n"
                               + format_split_tables(by_split, markdown=True)
                               + "\n\nSSIM and PSNR (dB), mean over volumes (and over runs, with their range). Every metric, "
                               "the figures and the provenance per split:\n\n" + sections + "\n")
+    if not lead:
+        return Report(by_split, results, out)
     for name, runs in by_split.items():
         folder = out if len(names) == 1 else out / name
         print(f"\n{name}\n{format_runs_table(runs)}\n{folder / 'report.md'}\n{folder / 'report.csv'}\n"
@@ -461,13 +468,13 @@ def _network_of_checkpoint(path: Path) -> dict[str, Any]:
     return overrides
 
 
-def _report_split(config: RunConfig, split: str | None, given: list[Method], folders: tuple[Path, Path],
+def _report_split(config: RunConfig, split: str | None, given: list[Method], out: Path,
                   acceleration: float | None, slices: Sequence[tuple[str, int]] | None,
                   progress: bool) -> tuple[str, dict, "EvaluationResults"]:
     """Scores every method on one split; returns the split's name, its runs and results.
 
-    ``folders``: where the files are written now (a staging folder) and where they will be
-    (what the files and results record).
+    ``out``: where the files are written now (a staging folder); the files and results record
+    where they will be (:func:`~mrirecon.core.atomic.final_path`).
     """
     from mrirecon.core import atomic
     from mrirecon.evaluation.figures import comparison_figure
@@ -482,7 +489,6 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], fol
     )
     from mrirecon.evaluation.scoring import check_complete_coverage, load_array, reconstruction_root, score_folder
 
-    out, final = folders
     out.mkdir(parents=True, exist_ok=True)
     config = _with_split(config, split)
     cli = _parsed(config)
@@ -505,6 +511,9 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], fol
         elif not path.is_dir():
             raise UserError(f"{path}: no such folder")
         roots[run] = reconstruction_root(path)
+    if not atomic.is_lead_process():
+        # The other processes of a distributed run help reconstruct; the lead scores and writes.
+        return split, {}, EvaluationResults({}, {}, split, atomic.final_path(out))
     per_volume, files = {}, {}
     for run, root in roots.items():
         per_volume[run], files[run] = score_folder(root, volumes, dm.crop_size, run, progress=progress)
@@ -514,7 +523,7 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], fol
     acquisitions = {name: v.acquisition for name, v in volumes.items()}
     summary = write_results(per_volume, out, {"command": "report", "split": split,
                                               "config_file": str(config.source) if config.source else None,
-                                              "methods_from": {k: str(_moved(v, out, final)) for k, v in roots.items()},
+                                              "methods_from": {k: str(atomic.final_path(v)) for k, v in roots.items()},
                                               "provenance": record}, acquisitions)
     runs = summarize_runs(summary["methods"], groups)
     table = format_runs_table(runs, markdown=True)
@@ -547,12 +556,4 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], fol
         first = next(iter(first_files.values()))
         picks = [(f, load_array(first[(f, acc)], "reconstruction").shape[0] // 2) for f in vols[:2]]
     comparison_figure(first_files, volumes, dm.crop_size, acc, picks, out / "comparison.png")
-    return split, runs, EvaluationResults(per_volume, acquisitions, split, final)
-
-
-def _moved(path: Path, staging: Path, final: Path) -> Path:
-    """Where ``path``, written under ``staging``, is once the staging folder is swapped in."""
-    try:
-        return final / Path(path).relative_to(staging)
-    except ValueError:
-        return Path(path)
+    return split, runs, EvaluationResults(per_volume, acquisitions, split, atomic.final_path(out))

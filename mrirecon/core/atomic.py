@@ -12,6 +12,7 @@ import contextlib
 import errno
 import functools
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -105,6 +106,13 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> None:
 # --- whole output folders -------------------------------------------------------------------
 _STAGING = ".staging-"
 _REPLACED = ".replaced-"
+_LOCK = ".lock"
+# The staging folder's name for every process of one run: the lead process sets it before the
+# trainer starts its other processes, which Lightning's launcher starts with its environment.
+RUN_TOKEN_VARIABLE = "MRIRECON_RUN_TOKEN"
+# Where the staging folders now being written will be once swapped in (staging -> final), for
+# the paths a command prints and records while it writes into a staging folder.
+_ACTIVE_STAGING: list[tuple[Path, Path]] = []
 
 
 def _pid_alive(text: str) -> bool:
@@ -117,12 +125,52 @@ def _pid_alive(text: str) -> bool:
     return True
 
 
-def _remove_stale_staging(folder: Path) -> None:
-    """What a killed :func:`staged_folder` left: its staging folder, and an entry set aside in
-    the middle of the final swap (put back if the new one never arrived)."""
+def is_lead_process() -> bool:
+    """Whether this process leads its run: the only process of a plain run, or rank 0 of a
+    distributed one, judged from what the launchers set before their processes can talk to each
+    other (torchrun's RANK, srun's SLURM_PROCID, NODE_RANK and LOCAL_RANK of Lightning's own
+    launcher, which sets them in the processes it starts)."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"))
+
+
+def _run_token() -> str:
+    """A name every process of this run agrees on without talking to the others.
+
+    Lightning's launcher starts the other processes with the lead's environment, so the lead's
+    choice reaches them; torchrun and srun start every process themselves, each with the job's
+    id. A process that is not the lead and has none of these cannot know the name.
+
+    Raises:
+        UserError: a process of a distributed run that has no way to learn the name.
+    """
+    token = os.environ.get(RUN_TOKEN_VARIABLE)
+    if token:
+        return token
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        token = f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}-{os.environ.get('MASTER_PORT', '')}"
+    elif int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_JOB_ID" in os.environ:
+        token = f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_STEP_ID', '')}"
+    elif is_lead_process():
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    else:
+        raise UserError(f"{RUN_TOKEN_VARIABLE}: this process is one of a distributed run that mrirecon cannot "
+                        f"identify; set {RUN_TOKEN_VARIABLE} to one value for all its processes")
+    os.environ[RUN_TOKEN_VARIABLE] = token
+    return token
+
+
+def _remove_stale_staging(folder: Path, own: Path) -> None:
+    """What a killed :func:`staged_folder` left: staging folders whose lead no longer holds
+    their lock, and an entry set aside in the middle of the final swap (put back if the new one
+    never arrived)."""
     for staging in folder.parent.glob(f".{folder.name}{_STAGING}*"):
-        if not _pid_alive(staging.name.rsplit(_STAGING, 1)[1].split("-")[0]):
-            shutil.rmtree(staging, ignore_errors=True)
+        if staging == own:
+            continue
+        try:
+            FolderLock(staging, "in use").release()
+        except UserError:
+            continue  # held: another run is writing it
+        shutil.rmtree(staging, ignore_errors=True)
     if folder.is_dir():
         for aside in folder.glob(f".*{_REPLACED}*"):
             name, _, pid = aside.name[1:].rpartition(_REPLACED)
@@ -140,6 +188,8 @@ def _swap_in(staging: Path, folder: Path) -> None:
     entries of ``folder`` that the staging lacks (the user's own files) stay."""
     folder.mkdir(parents=True, exist_ok=True)
     for entry in sorted(staging.iterdir()):
+        if entry.name == _LOCK:
+            continue
         dest = folder / entry.name
         if dest.is_dir() and not dest.is_symlink():
             aside = folder / f".{entry.name}{_REPLACED}{os.getpid()}"
@@ -148,6 +198,27 @@ def _swap_in(staging: Path, folder: Path) -> None:
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(entry, dest)
+
+
+def _wait_for_other_processes() -> None:
+    """A barrier over the processes of a distributed run (none without one): the lead swaps a
+    staging folder in only once every process has written its part."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def final_path(path: str | os.PathLike) -> Path:
+    """Where ``path``, written now under a :func:`staged_folder`, will be once it is swapped in
+    (``path`` itself when it is under none): the path to print or record."""
+    path = Path(path)
+    for staging, folder in _ACTIVE_STAGING:
+        try:
+            return folder / path.relative_to(staging)
+        except ValueError:
+            continue
+    return path
 
 
 @contextlib.contextmanager
@@ -161,26 +232,42 @@ def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
     are not one step. What a killed run left (its staging folder, an entry set aside during the
     swap, temporary files) is cleared by the next run.
 
+    In a distributed run every process writes its part into the same staging folder (named by
+    :func:`_run_token`); the lead creates and locks it, waits for the others at the end, and
+    alone swaps it in.
+
     Raises:
         UserError: ``folder`` exists and is not a folder, or its parent is not writable.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder}: exists and is not a folder")
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(folder)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_STAGING}{os.getpid()}-", dir=folder.parent))
-    except OSError as err:
-        raise UserError(f"{folder}: cannot write ({describe_os_error(err)})") from None
-    try:
-        yield staging
+    lead = is_lead_process()
+    staging = folder.parent / f".{folder.name}{_STAGING}{_run_token()}"
+    lock = None
+    if lead:
         try:
-            _swap_in(staging, folder)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_staging(folder, staging)
+            shutil.rmtree(staging, ignore_errors=True)  # this process's own, from an earlier failed call
+            staging.mkdir()
         except OSError as err:
             raise UserError(f"{folder}: cannot write ({describe_os_error(err)})") from None
+        lock = FolderLock(staging, "in use")
+    _ACTIVE_STAGING.append((staging, folder))
+    try:
+        yield staging
+        _wait_for_other_processes()
+        if lead:
+            try:
+                _swap_in(staging, folder)
+            except OSError as err:
+                raise UserError(f"{folder}: cannot write ({describe_os_error(err)})") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _ACTIVE_STAGING.remove((staging, folder))
+        if lead:
+            lock.release()
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_writable_folder(folder: str | os.PathLike) -> Path:

@@ -303,5 +303,6 @@ def publish_results(results: EvaluationResults, out_dir: Path, meta: Mapping[str
         print("\n" + format_table(summary["methods"]))
         if len(set(results.acquisitions.values())) > 1:
             print("\nby acquisition:\n" + format_acquisition_table(summary["by_acquisition"]))
-        print(f"\nper-volume metrics: {Path(out_dir) / 'metrics.csv'}\nsummary: {Path(out_dir) / 'summary.json'}")
-    return dataclasses.replace(results, output_dir=Path(out_dir))
+        shown = atomic.final_path(out_dir)  # where a staged output will be
+        print(f"\nper-volume metrics: {shown / 'metrics.csv'}\nsummary: {shown / 'summary.json'}")
+    return dataclasses.replace(results, output_dir=atomic.final_path(out_dir))

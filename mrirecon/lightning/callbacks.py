@@ -7,7 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from mrirecon.core.atomic import check_outputs
+from mrirecon.core.atomic import check_outputs, final_path
 from mrirecon.evaluation.submission import VolumeAssembler, volume_output_path
 
 
@@ -123,4 +123,4 @@ class PhaseLines(pl.Callback):
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writer = next((c for c in trainer.callbacks if isinstance(c, ReconstructionWriter)), None)
         if writer is not None and writer.assembler is not None:
-            self._print(trainer, f"predict: wrote {len(writer.assembler.written)} volumes to {writer.output_dir}")
+            self._print(trainer, f"predict: wrote {len(writer.assembler.written)} volumes to {final_path(writer.output_dir)}")

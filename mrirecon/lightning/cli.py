@@ -289,7 +289,10 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
 
     # --- per command ---------------------------------------------------------------------------
     def _resolved_config(self) -> dict[str, Any]:
-        return self._section().as_dict()
+        config = self._section().as_dict()
+        if config.get("output_dir"):  # a staged output records where it will be
+            config["output_dir"] = str(atomic.final_path(config["output_dir"]))
+        return config
 
     def _check_network_matches_checkpoint(self) -> None:
         """Refuses a checkpoint whose network was built with other arguments than the config's.
@@ -436,6 +439,11 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
 
     def after_test(self) -> None:
         """Writes and prints the test's results (rank 0), and adds them to the checkpoint's run."""
+        self._publish_test_results()
+        # Whoever reads the outputs next (a report, any process of this run) finds them whole.
+        self.trainer.strategy.barrier("mrirecon: test outputs written")
+
+    def _publish_test_results(self) -> None:
         results = self.model.test_results
         if results is None or not self.trainer.is_global_zero:
             self.results = results
@@ -461,10 +469,12 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
         # The writer has them; keeping every prediction in memory too would not fit a large split.
         self.config_init["predict"]["return_predictions"] = False
         if self.trainer.is_global_zero and self.request.show:
-            print(f"writing reconstructions to {out}")
+            print(f"writing reconstructions to {atomic.final_path(out)}")
 
     def after_predict(self) -> None:
         self._adaptation_record()  # the time it took, on the terminal
+        # Every process has written its volumes before any reads them (a report scores them next).
+        self.trainer.strategy.barrier("mrirecon: reconstructions written")
 
     def on_subcommand_failure(self, subcommand: str) -> None:
         """A fit that fails before its first step leaves no run folder behind."""

@@ -99,3 +99,21 @@ def test_a_split_mixing_files_with_and_without_targets_is_refused(tiny_singlecoi
     with pytest.raises(UserError, match="no_target.h5: has no target while other files"):
         run_baseline("zero-filled", _config(tmp_path, data), tmp_path / "zf", progress=False)
     assert not (tmp_path / "zf" / "metrics.csv").exists()
+
+
+def test_a_baseline_stopped_half_way_leaves_the_previous_output_as_it_was(tiny_singlecoil, tmp_path):
+    from cli_helpers import run_baselines
+
+    config = _config(tmp_path, tiny_singlecoil)
+    out = tmp_path / "zf"
+    run_baselines("zero-filled", config, out, splits=["test", "val"])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # The test split is reconstructed again (at 4x only) before the second split is refused.
+    only_4x = ["--data.accelerations", "[4]", "--data.center_fractions", "[0.08]"]
+    with pytest.raises(UserError, match="nope"):
+        run_baselines("zero-filled", config, out, only_4x, splits=["test", "nope"])
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".zf")] == []
+    # A run that completes replaces the output whole.
+    run_baselines("zero-filled", config, out, only_4x, splits=["test", "val"])
+    assert "8x" in before[out / "test" / "metrics.csv"].decode() and "8x" not in (out / "test" / "metrics.csv").read_text()

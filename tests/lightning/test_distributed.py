@@ -158,3 +158,25 @@ def test_a_two_process_fit_resumes_at_its_saved_step(uneven, tmp_path):
     assert torch.load(last, weights_only=True)["global_step"] == 8
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["version_0"]
     assert [s for s, _ in ((e.step, e.value) for e in events(run_dir).Scalars("train/loss"))] == list(range(8))
+
+
+@pytest.mark.slow  # long: the default suite must stay under 5 minutes on 2 cores
+def test_a_two_process_baseline_and_report_are_whole_and_equal_one_process(trained, tmp_path):
+    """Every process writes its volumes into one staging folder, which the lead swaps in whole."""
+    config, ckpt = trained
+    assert_ok(run_cli("baseline", "--method", "zero-filled", "--config", config, "--output_dir", tmp_path / "b1"))
+    result = run_ddp("baseline", "--method", "zero-filled", "--config", config, "--output_dir", tmp_path / "b2",
+                     processes=2, cwd=tmp_path)
+    assert _per_volume(tmp_path / "b2") == _per_volume(tmp_path / "b1")
+    files = sorted(p.relative_to(tmp_path / "b2") for p in (tmp_path / "b2").rglob("*"))
+    assert files == sorted(p.relative_to(tmp_path / "b1") for p in (tmp_path / "b1").rglob("*"))
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+    assert f"reconstructions: {tmp_path / 'b2' / 'reconstructions'}" in result.stdout
+
+    run_ddp("report", "--config", config, "--method", f"zf={tmp_path / 'b2'}", "--method", f"unet={ckpt}",
+            "--out", tmp_path / "r", processes=2, cwd=tmp_path)
+    report = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert report["methods"].keys() == {"zf", "unet"}
+    assert len(list((tmp_path / "r" / "predictions" / "unet").rglob("*.h5"))) == 2 * len(SLICES["test"])
+    assert (tmp_path / "r" / "comparison.png").is_file()
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
