@@ -49,6 +49,7 @@ __all__ = [
     "RunConfig",
     "baseline",
     "fit",
+    "import_state_dict",
     "predict",
     "report",
     "test",
@@ -346,6 +347,70 @@ def _baseline_split(config: RunConfig, method: str, settings: "CSTVSettings", sp
     if cli.trainer.is_global_zero:
         print(f"reconstructions: {final_path(out / 'reconstructions')}")
     return result
+
+
+# --- weights trained elsewhere ----------------------------------------------------------------
+def import_state_dict(state_dict: str | Path, config: RunConfig | str | Path, out: str | Path) -> Path:
+    """A mrirecon checkpoint of weights trained elsewhere (``mrirecon import``).
+
+    ``state_dict`` is a file of ``torch.save(model.state_dict())`` of a network whose state dict
+    ours loads (fastMRI's published ``fastmri.models.Unet`` and ``VarNet`` files, with
+    ``norm: instance`` for the U-Net), or a Lightning checkpoint holding one. ``config`` says
+    with which settings it was trained: ``model.net`` must build the same network, and its
+    ``data`` section is what test and predict use with it. The checkpoint (at step 0, with the
+    source file's name and sha256 under ``imported_from``) is what ``fit`` writes: test,
+    predict, reconstruct, report and export read it alike.
+
+    Raises:
+        UserError: the file is not a state dict, its weights do not fit the config's network
+            (the missing, unexpected and reshaped entries named), or ``out`` is not a ``.ckpt``
+            path or would overwrite an input.
+    """
+    from mrirecon.core.atomic import check_outputs
+    from mrirecon.core.checkpoint_files import read_state_dict
+    from mrirecon.evaluation.provenance import file_sha256
+    from mrirecon.lightning.checkpoints import save_untrained_checkpoint
+    from mrirecon.lightning.cli import lightning_quietly
+
+    config, state_dict, out = _as_config(config), Path(state_dict), Path(out)
+    if out.suffix != ".ckpt":
+        raise UserError(f"{out}: the checkpoint's name must end in .ckpt (what test, report and reconstruct recognise)")
+    check_outputs([(out, state_dict)], [state_dict, *([config.source] if config.source else [])], "choose another --out")
+    weights = read_state_dict(state_dict)
+    with lightning_quietly():  # its notes on seeds and devices are about training, not this
+        cli = _parsed(config)
+        net = cli.model.net
+        _check_weights_fit(net, weights, state_dict, config)
+        net.load_state_dict(weights)
+        record = {"file": str(state_dict), "sha256": file_sha256(state_dict),
+                  "config_file": str(config.source) if config.source else None}
+        save_untrained_checkpoint(cli.trainer, cli.model, cli.datamodule, out, record)
+    return out
+
+
+def _check_weights_fit(net: Any, weights: Mapping[str, Any], source: Path, config: RunConfig) -> None:
+    """Refuses weights that do not fit ``net`` in one line that names what differs."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    reshaped = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or reshaped):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (first {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} of another shape (first {k}: {list(weights[k].shape)} in the file, "
+                     f"{list(expected[k].shape)} in the network)")
+    where = f" in {config.source}" if config.source else ""
+    hint = ""
+    if getattr(net, "norm", "instance") != "instance":
+        hint = f" (fastMRI's networks use norm: instance, this one norm: {net.norm})"
+    raise UserError(f"{source}: the weights do not fit the config's {type(net).__name__}: " + ", ".join(parts)
+                    + f"; set model.net{where} to the settings they were trained with{hint}")
 
 
 # --- reports ----------------------------------------------------------------------------------

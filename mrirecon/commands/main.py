@@ -32,6 +32,7 @@ TOOLS = {
     "report": ("mrirecon.commands.report", "methods side by side on one split: table and figure"),
     "reconstruct": ("mrirecon.commands.reconstruct", "a trained model on single files: k-space in, images out"),
     "export": ("mrirecon.commands.export", "a trained network as TorchScript or ONNX"),
+    "import": ("mrirecon.commands.import_weights", "weights trained elsewhere (fastMRI's published files) as a checkpoint"),
     "study": ("mrirecon.commands.study", "optimiser / normalisation study"),
 }
 

@@ -79,6 +79,35 @@ def _safe_load(path: Path, map_location: Any, mmap: bool = False) -> Any:
         raise UserError(f"{path}: damaged checkpoint ({str(err).splitlines()[0][:200]})") from None
 
 
+# The attribute that holds the network in fastMRI's Lightning modules (UnetModule, VarNetModule),
+# in ours, and what DataParallel adds: a state dict saved from any of them loads into the network.
+_WRAPPER_PREFIXES = ("unet.", "varnet.", "net.", "module.")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of a network saved with ``torch.save(model.state_dict())`` (fastMRI's
+    published files), or the network's weights inside a Lightning checkpoint of fastMRI's or
+    ours, keyed as the network names them.
+
+    Raises:
+        UserError: one line naming the file: missing, damaged, not a state dict, non-finite.
+    """
+    path = _check_archive(path)
+    loaded = _safe_load(path, "cpu")
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in loaded.items()):
+        raise UserError(f"{path}: not a state dict (a dict of parameter names to tensors, as torch.save(model.state_dict()) writes)")
+    for prefix in _WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in loaded):
+            loaded = {k[len(prefix):]: v for k, v in loaded.items()}
+            break
+    for name, tensor in loaded.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: the weights are not finite ({name} holds NaN or Inf)")
+    return loaded
+
+
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
     """The small entries of a checkpoint (step, epoch, callback states) without reading its tensors."""
     path = check_checkpoint_file(path)

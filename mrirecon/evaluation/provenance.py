@@ -58,10 +58,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_record(path: str | Path | None, global_step: int | None = None) -> dict[str, Any] | None:
+def checkpoint_record(path: str | Path | None, global_step: int | None = None,
+                      imported_from: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The checkpoint evaluated; ``imported_from``: the state dict ``mrirecon import`` made it of."""
     if not path or not Path(path).is_file():
         return None
-    return {"path": str(path), "sha256": file_sha256(Path(path)), "global_step": global_step}
+    record = {"path": str(path), "sha256": file_sha256(Path(path)), "global_step": global_step}
+    if imported_from:
+        record["imported_from"] = imported_from
+    return record
 
 
 def dataset_record(data_path: Path, split_folder: Path, files: Iterable[Path]) -> dict[str, Any]:

@@ -60,6 +60,32 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
 
 
+# The entry of a checkpoint made by ``mrirecon import``: the state dict it holds the weights of.
+IMPORTED_FROM = "imported_from"
+
+
+class ImportRecord(pl.Callback):
+    """Writes where imported weights came from (``imported_from``) and the data settings into
+    the checkpoint: what a fit's checkpoint says of its DataModule (``reconstruct`` reads it)."""
+
+    def __init__(self, record: dict[str, Any], datamodule: pl.LightningDataModule) -> None:
+        self.record = record
+        self.datamodule = datamodule
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[IMPORTED_FROM] = self.record
+        checkpoint[self.datamodule.CHECKPOINT_HYPER_PARAMS_KEY] = dict(self.datamodule.hparams_initial)
+
+
+def save_untrained_checkpoint(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+                              path: Path, record: dict[str, Any]) -> None:
+    """A checkpoint of ``module`` as it is (weights set from outside, no step taken), in the
+    format ``fit`` writes, so that test, predict, reconstruct, report and export read it alike."""
+    trainer.callbacks.append(ImportRecord(record, datamodule))
+    trainer.strategy.connect(module)  # what fit or test would do first; save_checkpoint needs it
+    trainer.save_checkpoint(path)
+
+
 def run_folder_of(checkpoint: str | Path) -> Path:
     """The run a checkpoint belongs to: ``<run>`` for ``<run>/checkpoints/x.ckpt``, else its folder."""
     checkpoint = Path(checkpoint).resolve()

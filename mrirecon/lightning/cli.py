@@ -50,6 +50,7 @@ from mrirecon.evaluation.results import EvaluationResults, publish_results
 from mrirecon.lightning.callbacks import PhaseLines, ReconstructionWriter
 from mrirecon.core.checkpoint_files import check_checkpoint_file, optimizer_settings, peek_checkpoint
 from mrirecon.lightning.checkpoints import (
+    IMPORTED_FROM,
     BestCheckpoint,
     LastCheckpoint,
     SafeCheckpointIO,
@@ -449,11 +450,12 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
             self.results = results
             return
         ckpt = self._section().get("ckpt_path")
-        step = int(peek_checkpoint(ckpt).get("global_step", 0)) if ckpt else 0
+        saved = peek_checkpoint(ckpt) if ckpt else {}
+        step = int(saved.get("global_step", 0))
         dm = self.datamodule
         volumes = dm.evaluation_volumes()
         details = {"command": "test", **self.request.details, **self._adaptation_record()}
-        record = provenance(self._resolved_config(), checkpoint_record(Path(ckpt), step) if ckpt else None,
+        record = provenance(self._resolved_config(), checkpoint_record(Path(ckpt), step, saved.get(IMPORTED_FROM)) if ckpt else None,
                             dataset_record(dm.data_path, dm.split_folder(dm.test_split), [v.path for v in volumes]))
         meta = {"split": dm.test_split, "checkpoint": ckpt, **details, "provenance": record}
         self.results = publish_results(results, self.output_dir, meta, show=self.request.show)
