@@ -17,6 +17,7 @@ from mrirecon.data.anatomy import COLIN27_PATH
 
 SKIP = {
     "/data/fastmri": "needs the real fastMRI download",
+    "_state_dict.pt": "fastMRI's published weights, downloaded by the user: tests/commands/test_import.py",
     "--trainer.devices 4": "needs GPUs",
     "--trainer.strategy ddp": "several processes: tests/lightning/test_distributed.py",
     "study --quick\n": "trains 48 runs: tests/commands/test_study.py runs a small grid",
