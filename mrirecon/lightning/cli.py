@@ -455,7 +455,8 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
         dm = self.datamodule
         volumes = dm.evaluation_volumes()
         details = {"command": "test", **self.request.details, **self._adaptation_record()}
-        record = provenance(self._resolved_config(), checkpoint_record(Path(ckpt), step, saved.get(IMPORTED_FROM)) if ckpt else None,
+        checkpoint = checkpoint_record(Path(ckpt), step, saved.get(IMPORTED_FROM)) if ckpt else None
+        record = provenance(self._resolved_config(), checkpoint,
                             dataset_record(dm.data_path, dm.split_folder(dm.test_split), [v.path for v in volumes]))
         meta = {"split": dm.test_split, "checkpoint": ckpt, **details, "provenance": record}
         self.results = publish_results(results, self.output_dir, meta, show=self.request.show)
