@@ -114,6 +114,7 @@ def test_test_and_predict_on_two_and_three_processes_equal_one(trained, tmp_path
             np.testing.assert_allclose(b["reconstruction"][()], expected, rtol=0, atol=1e-6 * np.abs(expected).max())
 
 
+@pytest.mark.slow  # long (17 s): the default suite must stay under 5 minutes on 2 cores
 def test_two_process_fit_validates_like_one_process_and_draws_distinct_masks(uneven, tmp_path):
     config = _config(tmp_path / "c.yaml", uneven, tmp_path / "runs")
     masks = tmp_path / "masks"
