@@ -245,6 +245,16 @@ def contiguous_centre_width(mask: torch.Tensor) -> torch.Tensor:
     return left + right
 
 
+def centred_sampled_width(mask: torch.Tensor) -> torch.Tensor:
+    """Widths of the widest fully sampled column region centred on the centred FFT's zero
+    frequency (column W // 2, as a centred crop of that width takes it): within the run through
+    the centre column, even where the run is not symmetric about it (a drawn band with a sampled
+    neighbour on one side). ``(B,)`` long, 0 where the centre column is not sampled."""
+    left, right = _centre_run(torch.as_tensor(mask).bool())
+    # An even width 2m needs m columns on each side; an odd one 2m + 1, m left and m + 1 from it on.
+    return torch.maximum(2 * torch.minimum(left, right), 2 * torch.minimum(left, right - 1).clamp_min(0) + 1) * (right > 0)
+
+
 def _centre_run(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled columns of the run through the centre column: (left of it, from it on); 0, 0 where
     the centre column is not sampled."""

@@ -113,9 +113,9 @@ fully sampled centre columns, inverse FFT to low-resolution coil images, divide 
 root-sum-of-squares. ESPIRiT (``cs_tv.sensitivities: espirit``,
 :func:`~mrirecon.core.sensitivities.espirit_sensitivities`) is the eigenvector of the calibration
 matrix's image-domain operator; on the multi-coil demo (2 test volumes, 2026-12-03) CS-TV with it
-is worse than with the direct estimate (SSIM 0.535 against 0.714 at 4x, 0.405 against 0.501 at
-8x, at the direct estimate's λ; not re-tuned), so ``direct`` stays the default. The direct estimate is blurred across the
-phase-encode direction to the ACS resolution, absorbs the low-resolution image phase into the maps
+is worse than with the direct estimate (SSIM 0.534 against 0.714 at 4x, 0.405 against 0.501 at
+8x, at the direct estimate's λ; not re-tuned), so ``direct`` stays the default. The direct
+estimate is blurred across the phase-encode direction to the ACS resolution, absorbs the low-resolution image phase into the maps
 (so the reconstruction is close to real-valued), and is unreliable in dark regions, where noise
 dominates the low-resolution images.
 """
@@ -128,7 +128,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from mrirecon.core.operator import center_crop, contiguous_centre_width, fft2c, fftshift2, ifft2c, ifftshift2
+from mrirecon.core.operator import (
+    center_crop,
+    centred_sampled_width,
+    contiguous_centre_width,
+    fft2c,
+    fftshift2,
+    ifft2c,
+    ifftshift2,
+)
 from mrirecon.core.sensitivities import espirit_sensitivities, estimate_sensitivities
 from mrirecon.data.batch import KSpaceBatch
 from mrirecon.errors import UserError
@@ -432,16 +440,11 @@ ESPIRIT_CALIBRATION_ROWS = 48
 ESPIRIT_CROP = 0.0
 
 
-def espirit_for_columns(y: torch.Tensor, acs: torch.Tensor) -> torch.Tensor:
-    """ESPIRiT maps of a batch of column-masked k-space from its fully sampled centre columns
-    (``acs`` per slice): a calibration region of those columns that lies inside the band."""
-    width = y.shape[-1]
+def espirit_for_columns(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """ESPIRiT maps of a batch of column-masked k-space (``mask`` ``(B, W)``) from the widest
+    fully sampled centre region that its centred calibration crop can take."""
     maps = []
-    for slice_kspace, n in zip(y, acs.tolist()):
-        n = int(n)
-        # The band starts at (W - n + 1) // 2 (fastMRI); a region centred at W // 2 must fit in it.
-        if width // 2 - n // 2 != (width - n + 1) // 2:
-            n -= 1
+    for slice_kspace, n in zip(y, centred_sampled_width(mask).clamp_min(1).tolist()):
         maps.append(espirit_sensitivities(slice_kspace[None], (ESPIRIT_CALIBRATION_ROWS, n), kernel_width=min(6, n),
                                           crop=ESPIRIT_CROP))
     return torch.cat(maps)
@@ -514,7 +517,7 @@ class CSTV(nn.Module):
             # All of the fully sampled centre: the drawn band plus sampled neighbours.
             acs = torch.maximum(contiguous_centre_width(batch.mask), batch.num_low_frequencies).clamp_min(1)
             if self.settings.sensitivities == "espirit":
-                sens = espirit_for_columns(y, acs)
+                sens = espirit_for_columns(y, batch.mask)
             else:
                 sens = estimate_sensitivities(y, acs)
         lam_rel = torch.tensor([self.settings.lam_for(a) for a in batch.acceleration], device=y.device)

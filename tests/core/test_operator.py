@@ -212,3 +212,16 @@ def test_single_coil_operator_equals_deepinv_s():
 
         torch.testing.assert_close(physics.A(to_dinv(x)), to_dinv(ours.A(x)[:, 0]), rtol=0, atol=1e-6)
         torch.testing.assert_close(physics.A_adjoint(to_dinv(y[:, 0])), to_dinv(ours.A_adjoint(y)), rtol=0, atol=1e-6)
+
+
+def test_centred_sampled_width_is_the_widest_sampled_region_a_centred_crop_takes():
+    from mrirecon.core.operator import centred_sampled_width
+
+    generator = torch.Generator().manual_seed(0)
+    for width in (15, 16):
+        masks = torch.rand(500, width, generator=generator) < 0.7
+        widest = []
+        for mask in masks:
+            fits = [n for n in range(1, width + 1) if bool(mask[width // 2 - n // 2:width // 2 - n // 2 + n].all())]
+            widest.append(max(fits, default=0))
+        assert centred_sampled_width(masks).tolist() == widest
