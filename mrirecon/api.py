@@ -240,7 +240,7 @@ def baseline(config: RunConfig | str | Path, method: str, splits: Sequence[str] 
     Returns:
         split -> its results (a split without targets: the folder of its reconstructions).
     """
-    from mrirecon.core.atomic import no_empty_folders_left, staged_folder
+    from mrirecon.core.atomic import staged_folder
 
     config = _as_config(config)
     if method not in BASELINE_METHODS:
@@ -251,7 +251,7 @@ def baseline(config: RunConfig | str | Path, method: str, splits: Sequence[str] 
     out = Path(output_dir) if output_dir else Path("runs") / "baselines" / name / method
     # Built in a staging folder and swapped in whole, like a report: a baseline stopped half-way
     # (a kill, a full disk, Ctrl-C, a split refused after the tuning) leaves the previous one as it was.
-    with no_empty_folders_left(out), staged_folder(out) as work:
+    with staged_folder(out) as work:
         return _run_baseline(config, method, splits, work, lam_grid, tune_split, progress)
 
 

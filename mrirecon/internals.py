@@ -48,6 +48,22 @@ def validates_by_time(trainer: Any) -> bool:
     return getattr(trainer, "_val_check_time_interval", None) is not None
 
 
+def epochs_trained(checkpoint: dict[str, Any]) -> Optional[int]:
+    """The training epochs a checkpoint's fit loop counts as done (an epoch that ``max_steps`` or
+    a stop cut short counts); None for a checkpoint without loop state.
+
+    A resumed fit with ``max_epochs`` at or below it trains nothing (Lightning's fit loop is
+    done at once, or raises when ``max_epochs`` is below the restored epoch). Missing public API:
+    the checkpoint's ``loops`` entry is the loops' undocumented state; this reads
+    ``loops.fit_loop.epoch_progress.current.processed``, what ``FitLoop.done`` compares with
+    ``max_epochs``.
+    """
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 # Relied on without a private name (mrirecon.lightning.datamodule.ResumableDataLoader): Lightning
 # saves and restores a training DataLoader that has ``state_dict``/``load_state_dict`` (its private
 # ``_Stateful`` protocol) in the checkpoint's fit-loop state. Missing public API: no documented

@@ -13,6 +13,7 @@ from unittest import mock
 
 import torch
 import yaml
+from pytorch_lightning import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mrirecon.commands.main import main
@@ -131,3 +132,18 @@ def run_baseline(method, config, output_dir, overrides=(), progress=False):
     """One split's baseline; its output folder."""
     (out,) = run_baselines(method, config, output_dir, overrides, progress=progress).values()
     return out
+
+
+class RunFolderLockProbe(Callback):
+    """A Lightning callback (``--trainer.callbacks+ cli_helpers.RunFolderLockProbe``) that fails the
+    fit unless its run folder is locked while it trains, as the fit's own lock should hold it."""
+
+    def on_train_start(self, trainer, pl_module):
+        from mrirecon.core.atomic import FolderLock
+        from mrirecon.errors import UserError
+
+        try:
+            FolderLock(trainer.log_dir, "probe").release()
+        except UserError:
+            return  # locked by the fit, as it should be
+        raise AssertionError(f"{trainer.log_dir}: not locked while the fit trains")

@@ -107,6 +107,23 @@ def test_a_training_dataloader_with_a_state_is_saved_in_the_checkpoint(tmp_path)
     assert saved == [{"batches_done": 7}], changed(PL, "how a DataLoader's state_dict is saved (its _Stateful protocol)")
 
 
+def test_a_checkpoint_says_how_many_epochs_its_fit_finished(tmp_path):
+    # 4 batches an epoch: one checkpoint after 2 whole epochs, one of a fit that max_steps ended
+    # in the middle of the third (which the loop counts as an epoch done).
+    for max_steps, finished in [(8, 2), (10, 3)]:
+        trainer = tiny_trainer(tmp_path, max_steps=max_steps)
+        trainer.fit(Tiny())
+        trainer.save_checkpoint(tmp_path / "c.ckpt")
+        saved = torch.load(tmp_path / "c.ckpt", weights_only=True)
+        assert internals.epochs_trained(saved) == finished, changed(PL, "the fit loop's epoch progress in checkpoints")
+        # and the fit loop stops at once when max_epochs asks for no more epochs than that
+        resumed = tiny_trainer(tmp_path, max_steps=-1, max_epochs=finished)
+        module = Tiny()
+        resumed.fit(module, ckpt_path=tmp_path / "c.ckpt")
+        assert module.seen == [], changed(PL, "when a resumed fit loop is done")
+    assert internals.epochs_trained({"epoch": 3}) is None
+
+
 def test_a_time_interval_for_validations_is_kept_on_the_trainer(tmp_path):
     assert hasattr(tiny_trainer(tmp_path), "_val_check_time_interval"), changed(PL, "Trainer._val_check_time_interval")
     assert not internals.validates_by_time(tiny_trainer(tmp_path)), changed(PL, "Trainer._val_check_time_interval")

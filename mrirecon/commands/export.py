@@ -70,9 +70,10 @@ def export(ckpt_path: Path, fmt: str, out: Path, image_size=(320, 320), kspace_s
     from mrirecon.methods.trained import network_from_checkpoint
 
     net = network_from_checkpoint(read_checkpoint(ckpt_path), ckpt_path).eval()
-    smallest = getattr(net, "min_input_size", 1)
-    if kspace_shape is None and min(image_size) < smallest:
-        raise UserError(f"--image_size {image_size[0]} {image_size[1]}: this U-Net needs at least {smallest} pixels per side")
+    size_problem = getattr(net, "size_problem", None)
+    problem = size_problem(*image_size) if size_problem and kspace_shape is None else None
+    if problem:
+        raise UserError(f"--image_size {image_size[0]} {image_size[1]}: this U-Net's {problem}")
     inputs = example_inputs(net, image_size, kspace_shape)
     with torch.no_grad():
         expected = net(*inputs).numpy()

@@ -245,6 +245,7 @@ def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
     lead = is_lead_process()
     staging = folder.parent / f".{folder.name}{_STAGING}{_run_token()}"
     lock = None
+    created = first_missing_folder(folder.parent) if lead else None  # taken back on failure
     if lead:
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -252,9 +253,11 @@ def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)  # this process's own, from an earlier failed call
             staging.mkdir()
         except OSError as err:
+            remove_empty_folders(created)
             raise UserError(f"{folder}: cannot write ({describe_os_error(err)})") from None
         lock = FolderLock(staging, "in use")
     _ACTIVE_STAGING.append((staging, folder))
+    finished = False
     try:
         yield staging
         _wait_for_other_processes()
@@ -263,11 +266,14 @@ def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
                 _swap_in(staging, folder)
             except OSError as err:
                 raise UserError(f"{folder}: cannot write ({describe_os_error(err)})") from None
+        finished = True
     finally:
         _ACTIVE_STAGING.remove((staging, folder))
         if lead:
             lock.release()
             shutil.rmtree(staging, ignore_errors=True)
+            if not finished:
+                remove_empty_folders(created)
 
 
 def check_writable_folder(folder: str | os.PathLike) -> Path:
@@ -285,24 +291,25 @@ def check_writable_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
-@contextlib.contextmanager
-def no_empty_folders_left(folder: str | os.PathLike) -> Iterator[None]:
-    """On failure (an error, Ctrl-C, an exit), remove the folders under ``folder`` that the
-    work created and left empty, so that a refused or interrupted command leaves no trace; a
-    folder that existed before, or holds a file, stays."""
+def first_missing_folder(folder: str | os.PathLike) -> Path | None:
+    """The outermost folder on the way to ``folder`` that does not exist yet (None if ``folder``
+    exists): what creating ``folder`` would add, for :func:`remove_empty_folders` to take back."""
     folder = Path(folder).absolute()
+    if folder.exists():
+        return None
     created = folder
     while not created.parent.exists():
         created = created.parent
-    existed = created.exists()
-    try:
-        yield
-    except BaseException:
-        if not existed and created.is_dir():
-            for root, _, _ in os.walk(created, topdown=False):  # children before their parents
-                with contextlib.suppress(OSError):
-                    os.rmdir(root)  # only empty folders: rmdir refuses any other
-        raise
+    return created
+
+
+def remove_empty_folders(top: Path | None) -> None:
+    """Removes ``top`` and the folders under it that hold no file (children before parents)."""
+    if top is None or not top.is_dir():
+        return
+    for root, _, _ in os.walk(top, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(root)  # only empty folders: rmdir refuses any other
 
 
 class FolderLock:

@@ -324,6 +324,10 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
         if trainer.max_epochs == 0 or trainer.max_steps == 0:
             key = "max_epochs" if trainer.max_epochs == 0 else "max_steps"
             raise UserError(f"trainer.{key}: 0 trains nothing and saves no checkpoint; use at least 1")
+        if trainer.check_val_every_n_epoch is not None and trainer.check_val_every_n_epoch < 1:
+            raise UserError(f"trainer.check_val_every_n_epoch: {trainer.check_val_every_n_epoch}; use a positive number "
+                            "of epochs, or null to validate by val_check_interval alone")
+        self._check_resume_has_work()
         names = logged_metric_names([float(acc) for _, acc in self.datamodule.masks.pairs])
         if not getattr(self.model, "needs_targets", True):
             self.datamodule.targets_required = False
@@ -338,6 +342,21 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
             if name is not None and name not in names:
                 raise UserError(f"{key}: {name!r} is not a metric fit logs (it would never be found); choose one of "
                                 f"{', '.join(names)}")
+
+    def _check_resume_has_work(self) -> None:
+        """A resumed fit whose checkpoint is already at ``max_epochs``/``max_steps`` would train
+        nothing and exit as if it had (or, below the checkpoint's epoch, fail inside Lightning)."""
+        ckpt = self._section().get("ckpt_path")
+        if not ckpt:
+            return
+        saved = peek_checkpoint(ckpt)
+        epochs, step = internals.epochs_trained(saved), int(saved.get("global_step", 0))
+        trainer = self.trainer
+        limits = [("max_epochs", trainer.max_epochs, epochs), ("max_steps", trainer.max_steps, step)]
+        for key, limit, reached in limits:
+            if limit is not None and limit != -1 and reached is not None and reached >= limit:
+                raise UserError(f"{ckpt}: trained {epochs} epochs ({step} steps) already; trainer.{key} {limit} would "
+                                f"train nothing: set it above {reached} to train on (test or predict use the checkpoint as it is)")
 
     def _check_resume_keeps_optimizer(self) -> None:
         """A resumed fit continues the checkpoint's optimiser state (lr included), whatever the
@@ -359,15 +378,23 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
                 raise UserError(f"{ckpt}: its optimiser has {key}={before!r}, the config sets optimizer.init_args.{key}="
                                 f"{value!r}, but a resumed fit continues the checkpoint's optimiser; {own_config}")
 
-    def _lock_resumed_run(self) -> None:
-        """Two fits resumed from one run would both write into its folder."""
+    def _lock_run(self) -> None:
+        """Two fits in one run folder (a resume while the run still trains, two resumes at once)
+        would both write into it: the fit holds a lock on its run folder from here to its end."""
         self._run_lock: Optional[atomic.FolderLock] = None
-        if self.run_dir is None or run_version(self.run_dir) is None or not self.run_dir.is_dir():
-            return
         if self.trainer.global_rank != 0 or int(os.environ.get("LOCAL_RANK", 0)) != 0:
             return  # the launching process holds it for the whole run
-        self._run_lock = atomic.FolderLock(
-            self.run_dir, "another fit is training this run now (resumed from it); wait for it to end")
+        if self.run_dir is not None and run_version(self.run_dir) is not None and self.run_dir.is_dir():
+            folder = self.run_dir  # resumed
+        elif self.trainer.logger and self.trainer.log_dir is not None:
+            folder = Path(self.trainer.log_dir)  # a new run, created here to be locked
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise UserError(f"{folder}: cannot write ({atomic.describe_os_error(err)})") from None
+        else:
+            return
+        self._run_lock = atomic.FolderLock(folder, "another fit is training this run now; wait for it to end")
 
     def _release_run_lock(self) -> None:
         lock = getattr(self, "_run_lock", None)
@@ -378,15 +405,13 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
         self._check_network_matches_checkpoint()
         self._check_fit_settings()
         self._check_resume_keeps_optimizer()
-        self._lock_resumed_run()
         log_dir = self.trainer.log_dir
         self._new_run: Optional[Path] = None
-        if log_dir is not None and self.trainer.logger and not Path(log_dir).exists():
-            # The highest folder this run creates, removed again if it fails before its first step.
-            created = Path(os.path.abspath(log_dir))
-            while not created.parent.exists():
-                created = created.parent
-            self._new_run = created
+        # The highest folder this run creates, removed again if it fails before its first step;
+        # only once it holds the run's lock (a fit that lost the race for it removes nothing).
+        created = atomic.first_missing_folder(log_dir) if log_dir is not None and self.trainer.logger else None
+        self._lock_run()
+        self._new_run = created
 
     def after_fit(self) -> None:
         self._release_run_lock()
@@ -402,6 +427,13 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
             return Path(given)
         ckpt = Path(self._section()["ckpt_path"])
         return run_folder_of(ckpt) / kind / f"{ckpt.stem}_{self.datamodule.test_split}"
+
+    def _created_output_folder(self, folder: Path) -> Path:
+        """``folder``, created and proved writable; what was created is taken back if the
+        command then fails with nothing written there (:meth:`on_subcommand_failure`)."""
+        if self.trainer.is_global_zero:
+            self._created_output = atomic.first_missing_folder(folder)
+        return atomic.check_writable_folder(folder)
 
     def _require_checkpoint(self) -> None:
         """A trained network needs its checkpoint; a parameter-free method (zero-filled, CS-TV:
@@ -434,7 +466,7 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
     def before_test(self) -> None:
         self._require_checkpoint()
         self._apply_adaptation()
-        self.output_dir = atomic.check_writable_folder(self._evaluation_output("test"))
+        self.output_dir = self._created_output_folder(self._evaluation_output("test"))
         if self.request.reconstructions_dir is not None:
             self.trainer.callbacks.append(ReconstructionWriter(self.request.reconstructions_dir))
 
@@ -467,7 +499,7 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
     def before_predict(self) -> None:
         self._require_checkpoint()
         self._apply_adaptation()
-        self.output_dir = out = atomic.check_writable_folder(self._evaluation_output("reconstructions"))
+        self.output_dir = out = self._created_output_folder(self._evaluation_output("reconstructions"))
         self.trainer.callbacks.append(ReconstructionWriter(out))
         # The writer has them; keeping every prediction in memory too would not fit a large split.
         self.config_init["predict"]["return_predictions"] = False
@@ -480,8 +512,10 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
         self.trainer.strategy.barrier("mrirecon: reconstructions written")
 
     def on_subcommand_failure(self, subcommand: str) -> None:
-        """A fit that fails before its first step leaves no run folder behind."""
+        """A fit that fails before its first step leaves no run folder behind; a test or predict
+        that fails leaves no empty output folder."""
         self._release_run_lock()
+        atomic.remove_empty_folders(getattr(self, "_created_output", None))
         new_run = getattr(self, "_new_run", None)
         if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
             shutil.rmtree(new_run, ignore_errors=True)

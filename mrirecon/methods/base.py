@@ -53,13 +53,12 @@ class ImageNetworkMethod:
 
     def __call__(self, batch: KSpaceBatch) -> torch.Tensor:
         image = network_input(batch).contiguous(memory_format=self.memory_format)
-        smallest = getattr(self.net, "min_input_size", 1)
-        if min(image.shape[-2:]) < smallest:
-            # Pooling would reach zero pixels and fail deep inside torch; say what to change.
-            raise UserError(
-                f"model.net.init_args.num_pool_layers: {self.net.num_pool_layers} pools need images of at least "
-                f"{smallest}x{smallest} pixels, got {image.shape[-2]}x{image.shape[-1]} ({batch.fname[0]}): use fewer "
-                "pools or a larger reconstruction size")
+        size_problem = getattr(self.net, "size_problem", None)
+        problem = size_problem(*image.shape[-2:]) if size_problem else None
+        if problem:
+            # Pooling would reach too few pixels and fail deep inside torch; say what to change.
+            raise UserError(f"model.net.init_args.num_pool_layers: {problem} ({batch.fname[0]}): use fewer pools or "
+                            "a larger reconstruction size")
         output = self.net(image).squeeze(1)
         return unnormalize(output, batch.mean, batch.std)
 

@@ -173,10 +173,18 @@ class Unet(nn.Module):
             )
         )
 
-    @property
-    def min_input_size(self) -> int:
-        """The smallest image side this U-Net takes: each of its pools halves the image."""
-        return 2 ** self.num_pool_layers
+    def size_problem(self, height: int, width: int) -> str | None:
+        """Why an ``height`` x ``width`` image cannot pass through this U-Net, or None if it can.
+
+        Each pool halves the image, rounding down; the deepest block's normalisation (group,
+        instance, or batch with a batch of one) needs at least two pixels to take a statistic.
+        """
+        scale = 2 ** self.num_pool_layers
+        deepest = (height // scale) * (width // scale)
+        if deepest >= 2:
+            return None
+        return (f"{self.num_pool_layers} pools need images of at least {2 * scale}x{scale} or {scale}x{2 * scale} "
+                f"pixels, got {height}x{width}")
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Maps ``(N, in_chans, H, W)`` to ``(N, out_chans, H, W)``."""

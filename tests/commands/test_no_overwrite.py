@@ -111,16 +111,47 @@ def test_reconstruct_settings_are_checked_first(checkpoint, tiny_singlecoil, tmp
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("size, fragment", [(["0", "0"], "positive integer"), (["-4", "32"], "positive integer"),
-                                            (["1", "1"], "at least 4 pixels"), (["3", "7"], "at least 4 pixels")])
+@pytest.mark.parametrize("size, fragment", [
+    (["0", "0"], "positive integer"), (["-4", "32"], "positive integer"), (["1", "1"], "at least 8x4 or 4x8"),
+    (["3", "7"], "at least 8x4 or 4x8"), (["4", "4"], "got 4x4"), (["5", "4"], "got 5x4"), (["7", "7"], "got 7x7")])
 def test_export_sizes_too_small_for_the_network_are_refused(checkpoint, tmp_path, size, fragment):
-    _, ckpt = checkpoint  # chans 4, 2 pools: 4 pixels per side at least
+    # chans 4, 2 pools: the deepest block's group norm needs two pixels, so 8x4 at least
+    _, ckpt = checkpoint
     result = run_cli("export", "--ckpt_path", ckpt, "--format", "torchscript", "--out", tmp_path / "m.pt", "--image_size", *size)
     assert_user_error(result, fragment)
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("size", [["8", "4"], ["4", "8"], ["8", "5"]])
+def test_export_takes_the_smallest_sizes_the_network_takes(checkpoint, tmp_path, size):
+    _, ckpt = checkpoint
+    result = run_cli("export", "--ckpt_path", ckpt, "--format", "torchscript", "--out", tmp_path / "m.pt", "--image_size", *size)
+    assert result.code == 0, result.err
+    assert (tmp_path / "m.pt").is_file()
 
 
 def test_argument_mistakes_are_one_line(tmp_path):
     result = run_cli("baseline", "--config", tmp_path / "c.yaml")
     assert_user_error(result, "mrirecon baseline: the following arguments are required: --method")
     assert "usage:" not in result.err
+
+
+@pytest.mark.parametrize("command", ["test", "predict", "report", "baseline"])
+def test_a_refused_evaluation_leaves_no_output_folder(checkpoint, tiny_singlecoil, tmp_path, command):
+    # The split's last volume is found broken only once the run reads it, after the output
+    # folder was made: the folders the command created go again, the ones that were there stay.
+    config, ckpt = checkpoint
+    data = tmp_path / "data"
+    shutil.copytree(tiny_singlecoil, data)
+    broken = sorted((data / "singlecoil_test").glob("*.h5"))[-1]
+    broken.write_bytes(b"not an HDF5 file")
+    out = tmp_path / "new" / "deeper" / "out"
+    arguments = {
+        "test": ["test", "--config", config, "--ckpt_path", ckpt, "--output_dir", out],
+        "predict": ["predict", "--config", config, "--ckpt_path", ckpt, "--output_dir", out],
+        "report": ["report", "--config", config, "--method", f"unet={ckpt}", "--out", out],
+        "baseline": ["baseline", "--config", config, "--method", "zero-filled", "--output_dir", out],
+    }[command]
+    result = run_cli(*arguments, "--data.data_path", data)
+    assert_user_error(result, broken.name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], (result.err, sorted(map(str, tmp_path.rglob("*"))))

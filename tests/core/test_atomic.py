@@ -2,37 +2,49 @@
 
 import pytest
 
-from mrirecon.core.atomic import check_writable_folder, no_empty_folders_left
+from mrirecon.core.atomic import check_writable_folder, first_missing_folder, remove_empty_folders, staged_folder
 
 
-def test_a_failure_removes_the_empty_folders_it_created_and_nothing_else(tmp_path):
+def test_the_folders_a_command_created_and_left_empty_are_taken_back_and_nothing_else(tmp_path):
     target = tmp_path / "new" / "deeper" / "out"
-    with pytest.raises(KeyboardInterrupt):
-        with no_empty_folders_left(target):
-            check_writable_folder(target)
-            (target / "split").mkdir()
-            raise KeyboardInterrupt
+    created = first_missing_folder(target)
+    assert created == tmp_path / "new"
+    check_writable_folder(target)
+    (target / "split").mkdir()
+    remove_empty_folders(created)
     assert not (tmp_path / "new").exists()
     # A folder holding a file stays with the file; a folder that existed before stays.
     (tmp_path / "kept").mkdir()
-    with pytest.raises(ValueError):
-        with no_empty_folders_left(tmp_path / "kept" / "out"):
-            check_writable_folder(tmp_path / "kept" / "out" / "a")
-            check_writable_folder(tmp_path / "kept" / "out" / "b")
-            (tmp_path / "kept" / "out" / "b" / "result.csv").write_text("1")
-            raise ValueError("late failure")
+    created = first_missing_folder(tmp_path / "kept" / "out" / "a")
+    assert created == tmp_path / "kept" / "out"
+    check_writable_folder(tmp_path / "kept" / "out" / "a")
+    check_writable_folder(tmp_path / "kept" / "out" / "b")
+    (tmp_path / "kept" / "out" / "b" / "result.csv").write_text("1")
+    remove_empty_folders(created)
     assert (tmp_path / "kept" / "out" / "b" / "result.csv").read_text() == "1"
     assert not (tmp_path / "kept" / "out" / "a").exists()
-    with pytest.raises(ValueError):
-        with no_empty_folders_left(tmp_path / "kept"):
-            raise ValueError
+    assert first_missing_folder(tmp_path / "kept") is None
+    remove_empty_folders(None)
     assert (tmp_path / "kept").is_dir()
 
 
-def test_success_keeps_the_folders(tmp_path):
-    with no_empty_folders_left(tmp_path / "out"):
-        check_writable_folder(tmp_path / "out")
-    assert (tmp_path / "out").is_dir()
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, ValueError])
+def test_a_staged_output_that_fails_leaves_no_folder_it_created(tmp_path, failure):
+    (tmp_path / "existing").mkdir()
+    for out in (tmp_path / "new" / "deeper" / "report", tmp_path / "existing" / "report"):
+        with pytest.raises(failure):
+            with staged_folder(out) as work:
+                (work / "split").mkdir()
+                (work / "split" / "metrics.csv").write_text("1")
+                raise failure
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+    assert list((tmp_path / "existing").iterdir()) == []
+
+
+def test_a_staged_output_that_succeeds_is_kept(tmp_path):
+    with staged_folder(tmp_path / "new" / "out") as work:
+        (work / "summary.json").write_text("{}")
+    assert (tmp_path / "new" / "out" / "summary.json").read_text() == "{}"
 
 
 def test_the_processes_of_a_distributed_run_share_one_staging_folder_that_the_lead_swaps_in(tmp_path, monkeypatch):

@@ -92,3 +92,36 @@ def test_a_run_that_another_fit_is_resuming_is_refused(config, short_run):
                       "--trainer.limit_val_batches", 0))
     assert load_ckpt(short_run)["global_step"] == 2
     FolderLock(run_dir, "still locked after the fit ended").release()  # raises if the fit kept it
+
+
+def test_a_new_run_is_locked_while_it_trains(config, tmp_path):
+    assert_ok(run_cli("fit", "--config", config, "--trainer.max_steps", 1, "--trainer.limit_val_batches", 0,
+                      "--trainer.callbacks+", "cli_helpers.RunFolderLockProbe",
+                      "--trainer.logger.init_args.save_dir", tmp_path))
+    FolderLock(tmp_path / "tiny" / "version_0", "still locked after the fit ended").release()
+
+
+def test_resuming_a_run_that_is_already_at_its_limit_is_refused(config, tmp_path):
+    # One whole epoch (3 batches) of a run, then resumed with limits it has reached already.
+    assert_ok(run_cli("fit", "--config", config, "--trainer.max_epochs", 1, "--trainer.limit_val_batches", 0,
+                      "--trainer.logger.init_args.save_dir", tmp_path))
+    last = tmp_path / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    for key, value in [("max_epochs", 1), ("max_steps", 3), ("max_steps", 2)]:
+        no_epoch_limit = ["--trainer.max_epochs", -1] if key == "max_steps" else []
+        line = assert_user_error(run_cli("fit", "--config", config, "--ckpt_path", last, *no_epoch_limit,
+                                         f"--trainer.{key}", value),
+                                 str(last), "trained 1 epochs (3 steps) already", f"trainer.{key} {value} would train nothing")
+        assert "set it above" in line
+    assert last.read_bytes() == before
+    # A limit above what it reached trains on.
+    assert_ok(run_cli("fit", "--config", config, "--ckpt_path", last, "--trainer.max_steps", 4,
+                      "--trainer.max_epochs", -1, "--trainer.limit_val_batches", 0))
+    assert load_ckpt(last)["global_step"] == 4
+
+
+def test_validating_every_zero_epochs_is_refused(config, tmp_path):
+    assert_user_error(run_cli("fit", "--config", config, "--trainer.check_val_every_n_epoch", 0,
+                              "--trainer.logger.init_args.save_dir", tmp_path),
+                      "trainer.check_val_every_n_epoch: 0")
+    assert not any(tmp_path.iterdir())

@@ -43,6 +43,21 @@ def test_instance_norm_unet_is_interchangeable_with_fastmri():
         assert torch.equal(ours(x), ref(x))
 
 
+@pytest.mark.parametrize("norm", ["group", "instance"])
+def test_size_problem_names_exactly_the_sizes_the_unet_cannot_take(norm):
+    net = Unet(chans=4, num_pool_layers=2, norm=norm).train()
+    for height in range(1, 13):
+        for width in range(1, 13):
+            problem = net.size_problem(height, width)
+            try:
+                net(torch.randn(1, 1, height, width))
+                ran = True
+            except (ValueError, RuntimeError):
+                ran = False
+            assert ran == (problem is None), (height, width, problem)
+    assert net.size_problem(4, 4) == "2 pools need images of at least 8x4 or 4x8 pixels, got 4x4"
+
+
 @pytest.mark.parametrize("norm", NORM_CHOICES)
 def test_every_norm_forwards_odd_sizes(norm):
     net = Unet(chans=8, num_pool_layers=4, norm=norm)
