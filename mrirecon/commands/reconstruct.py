@@ -123,11 +123,19 @@ def _check_device(device: str | None) -> None:
     from mrirecon.errors import UserError
 
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except (RuntimeError, ValueError):
         raise UserError(f"--device {device!r}: not a device (cpu, cuda, cuda:1, ...)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
+    if parsed.type == "cpu":
+        return
+    if parsed.type != "cuda":
+        # The k-space FFTs and metrics are tested on CPU and CUDA only (mps, xpu, meta: untested or no data).
+        raise UserError(f"--device {device}: mrirecon reconstructs on cpu or cuda")
+    if not torch.cuda.is_available():
         raise UserError(f"--device {device}: this machine has no CUDA device (use cpu)")
+    count = torch.cuda.device_count()
+    if parsed.index is not None and parsed.index >= count:
+        raise UserError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
 
 
 def read_kspace(path: Path):

@@ -50,8 +50,9 @@ def _parse_slice(text: str) -> tuple[str, int]:
     from mrirecon.errors import UserError
 
     fname, _, index = text.rpartition(":")
-    if not fname or not index.lstrip("-").isdigit():
-        raise UserError(f"--slices {text!r}: expected FILE:SLICE (sim_test_0000.h5:7)")
+    # Split volumes are .h5 files: "f.h5:1:2" is two slices written as one, not a file "f.h5:1".
+    if not fname.endswith(".h5") or not index.lstrip("-").isdigit():
+        raise UserError(f"--slices {text!r}: expected FILE:SLICE, one slice each (sim_test_0000.h5:7 sim_test_0000.h5:9)")
     return fname, int(index)
 
 

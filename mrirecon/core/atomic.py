@@ -70,13 +70,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.fchmod(fd, _file_mode())
         os.close(fd)
     except OSError as err:
-        raise UserError(f"{path}: cannot write ({describe_os_error(err)})") from None
+        raise UserError(f"{final_path(path)}: cannot write ({describe_os_error(err)})") from None
     try:
         yield Path(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
     except OSError as err:
-        raise UserError(f"{path}: cannot write ({describe_os_error(err)})") from None
+        raise UserError(f"{final_path(path)}: cannot write ({describe_os_error(err)})") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -191,11 +191,17 @@ def _swap_in(staging: Path, folder: Path) -> None:
         if entry.name == _LOCK:
             continue
         dest = folder / entry.name
-        if dest.is_dir() and not dest.is_symlink():
+        if os.path.lexists(dest) and (dest.is_symlink() or dest.is_dir() or entry.is_dir()):
+            # A folder (or a link, say to a folder on another disk) cannot be renamed over in
+            # one step: set it aside, move the new entry in, then drop what was set aside (a
+            # link alone, never what it points to).
             aside = folder / f".{entry.name}{_REPLACED}{os.getpid()}"
             os.rename(dest, aside)
             os.rename(entry, dest)
-            shutil.rmtree(aside, ignore_errors=True)
+            if aside.is_symlink() or not aside.is_dir():
+                aside.unlink()
+            else:
+                shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(entry, dest)
 

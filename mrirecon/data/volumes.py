@@ -120,7 +120,11 @@ def _read_mask(hf: h5py.File, path: Path, cols: int) -> tuple[bool, ...]:
     dataset = _dataset(hf, "mask", path)
     if not (dataset.dtype == bool or np.issubdtype(dataset.dtype, np.integer) or np.issubdtype(dataset.dtype, np.floating)):
         raise UserError(f"{path}: mask has dtype {dataset.dtype}, expected 0/1 or boolean values")
-    values = np.asarray(dataset[()]).reshape(-1)
+    if dataset.ndim != 1:
+        # Reshaping (2, 19) or (38, 1) into 38 columns would guess a layout the file does not state.
+        raise UserError(f"{path}: mask has shape {tuple(dataset.shape)}, expected one value per k-space column, "
+                        f"shape ({cols},)")
+    values = np.asarray(dataset[()])
     if values.shape[0] != cols:
         raise UserError(f"{path}: mask has {values.shape[0]} values, kspace has {cols} columns")
     if not np.isin(values, (0, 1)).all():
@@ -239,9 +243,13 @@ def read_volume_info(
                 volume = np.asarray(hf[target_key], dtype=np.float32)
                 if check_finite and not np.isfinite(volume).all():
                     raise UserError(f"{path}: {target_key} contains NaN or Inf values")
-                target_max[size_key(size)] = scored_maximum(volume, size)
-                if not target_max[size_key(size)] > 0:
+                peak = target_max[size_key(size)] = scored_maximum(volume, size)
+                if peak == 0 and not volume.any():
                     raise UserError(f"{path}: {target_key} is zero everywhere it is scored: no data range for SSIM/PSNR")
+                if not peak > 0:
+                    # fastMRI's data range is the target's maximum: magnitude images, never all negative.
+                    raise UserError(f"{path}: {target_key}: its maximum where it is scored is {peak:g}, not positive: "
+                                    "no data range for SSIM/PSNR (a magnitude image is expected)")
             return dataclasses.replace(info, target_max=target_max)
     except UserError:
         raise

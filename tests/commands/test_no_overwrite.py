@@ -99,6 +99,8 @@ def test_export_over_its_checkpoint_is_refused(checkpoint, tmp_path):
     (["--batch_size", "-1"], "--batch_size"),
     (["--device", "bogus"], "--device 'bogus': not a device"),
     (["--device", "cuda"], "no CUDA device"),
+    (["--device", "mps"], "reconstructs on cpu or cuda"), (["--device", "xpu"], "reconstructs on cpu or cuda"),
+    (["--device", "meta"], "reconstructs on cpu or cuda"), (["--device", "ipu"], "reconstructs on cpu or cuda"),
 ])
 def test_reconstruct_settings_are_checked_first(checkpoint, tiny_singlecoil, tmp_path, args, fragment):
     import torch

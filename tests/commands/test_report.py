@@ -166,6 +166,7 @@ def test_a_failed_report_leaves_the_previous_one_whole(tiny_singlecoil, tmp_path
     for extra, message in [(("--slices", "nope.h5:0"), "--slices nope.h5: not a volume"),
                            (("--slices", f"{test_file}:99"), f"--slices {test_file}:99: {test_file} has slices 0 to 3"),
                            (("--slices", test_file), "expected FILE:SLICE"),
+                           (("--slices", f"{test_file}:1:2"), "expected FILE:SLICE, one slice each"),
                            (("--acceleration", "5"), "no method has reconstructions at 5x")]:
         code, err = report(*extra)
         assert code == 2 and message in err and "Traceback" not in err, err

@@ -84,3 +84,44 @@ def test_a_staging_folder_is_stale_once_no_process_holds_its_lock(tmp_path):
     held.release()
     assert live.is_dir() and not stale.exists()
     assert (tmp_path / "out" / "x").read_text() == "1" and not (tmp_path / "out" / ".lock").exists()
+
+
+def test_a_write_that_fails_in_a_staged_output_names_the_final_path(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from mrirecon.core import atomic
+    from mrirecon.errors import UserError
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "report"
+    with pytest.raises(UserError) as refused:
+        with staged_folder(out) as work:
+            monkeypatch.setattr(os, "replace", disk_full)
+            atomic.write_text(work / "split" / "report.md", "# table")
+    assert str(refused.value).startswith(f"{out / 'split' / 'report.md'}: cannot write (disk full")
+    assert ".staging-" not in str(refused.value)
+
+
+def test_a_staged_output_replaces_links_and_entries_of_another_kind_but_not_what_links_point_to(tmp_path):
+    out, elsewhere = tmp_path / "baseline", tmp_path / "other_disk"
+    (elsewhere / "reconstructions").mkdir(parents=True)
+    (elsewhere / "reconstructions" / "old.h5").write_text("old")
+    out.mkdir()
+    (out / "reconstructions").symlink_to(elsewhere / "reconstructions")  # moved to another disk by its user
+    (out / "metrics.csv").mkdir()  # a folder where the new output has a file
+    (out / "figures").write_text("a file where the new output has a folder")
+    (out / "notes.txt").write_text("the user's own")
+    with staged_folder(out) as work:
+        (work / "reconstructions").mkdir()
+        (work / "reconstructions" / "new.h5").write_text("new")
+        (work / "metrics.csv").write_text("ssim")
+        (work / "figures").mkdir()
+    assert not (out / "reconstructions").is_symlink()
+    assert [p.name for p in (out / "reconstructions").iterdir()] == ["new.h5"]
+    assert (out / "metrics.csv").read_text() == "ssim" and (out / "figures").is_dir()
+    assert (out / "notes.txt").read_text() == "the user's own"
+    assert (elsewhere / "reconstructions" / "old.h5").read_text() == "old"
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "metrics.csv", "notes.txt", "reconstructions"]

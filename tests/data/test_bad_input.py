@@ -74,6 +74,13 @@ CASES = {
     "mask of fractions": (lambda p: _rewrite(p, mask=np.full(38, 0.5, np.float32)), "mask holds 0.5, expected only 0/1"),
     "mask of twos": (lambda p: _rewrite(p, mask=np.full(38, 2, np.int64)), "mask holds 2, expected only 0/1"),
     "mask of other length": (lambda p: _rewrite(p, mask=np.ones(12, bool)), "mask has 12 values, kspace has 38 columns"),
+    "mask of two rows": (lambda p: _rewrite(p, mask=np.ones((2, 19), bool)), "mask has shape (2, 19), expected one value per k-space column, shape (38,)"),
+    "mask as a row": (lambda p: _rewrite(p, mask=np.ones((1, 38), bool)), "mask has shape (1, 38)"),
+    "mask as a column": (lambda p: _rewrite(p, mask=np.ones((38, 1), bool)), "mask has shape (38, 1)"),
+    "negative target": (
+        lambda p: _rewrite(p, reconstruction_esc=-np.ones((4, 32, 32), np.float32)),
+        "reconstruction_esc: its maximum where it is scored is -1, not positive",
+    ),
     "mask as a group": (lambda p: _group(p, "mask"), "'mask' is an HDF5 group, expected a dataset"),
     "kspace as a group": (lambda p: _group(p, "kspace"), "'kspace' is an HDF5 group, expected a dataset"),
     "target as a group": (lambda p: _group(p, "reconstruction_esc"), "'reconstruction_esc' is an HDF5 group"),

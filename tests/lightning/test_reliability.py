@@ -262,7 +262,9 @@ def test_checkpoint_with_nan_weights_is_refused(trained, tmp_path):
     bad = _save_variant(run_dir / "checkpoints" / "last.ckpt", tmp_path / "nan.ckpt",
                         lambda c: c["state_dict"]["net.conv.layers.0.weight"].view(-1)[3].fill_(float("nan")))
     for command in ("test", "predict", "fit"):
-        assert_user_error(run_cli(command, "--config", config, "--ckpt_path", bad, "--output_dir", tmp_path / "o"),
+        more_epochs = ["--trainer.max_epochs", 5] if command == "fit" else []  # than the checkpoint's 3
+        assert_user_error(run_cli(command, "--config", config, "--ckpt_path", bad, "--output_dir", tmp_path / "o",
+                                  *more_epochs),
                           str(bad), "not finite", "net.conv.layers.0.weight")
     assert not (tmp_path / "o" / "summary.json").exists()
 
