@@ -462,6 +462,7 @@ def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Se
     if not methods:
         raise UserError("--method: at least one method to report")
     out = Path(out)
+    _check_report_keeps_its_inputs(out, methods, names, config.get("data.test_split") or "test")
     lead = atomic.is_lead_process()  # of a distributed run: it alone scores, writes and prints
     by_split, results = {}, {}
     # Built in a staging folder and swapped in whole: a failure half-way (a bad --slices found
@@ -486,6 +487,28 @@ def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Se
     if len(names) > 1:
         print(f"\n{format_split_tables(by_split)}\n\n{out / 'report.md'}")
     return Report(by_split, results, out)
+
+
+# What a report puts into --out (into --out/<split>/ for several splits, beside a report.md).
+REPORT_ENTRIES = ("metrics.csv", "summary.json", "report.md", "report.csv", "comparison.png", "predictions")
+
+
+def _check_report_keeps_its_inputs(out: Path, methods: Sequence[Method], splits: list[str | None],
+                                   default_split: str) -> None:
+    """Refuses, before any work, an ``out`` whose swap would replace what a method keeps: a
+    baseline's own metrics.csv and summary.json when ``out`` is its folder, or a method folder
+    or checkpoint that is (or is under) an entry the report writes."""
+    entries = REPORT_ENTRIES if len(splits) == 1 else (*[str(s) for s in splits], "report.md")
+    resolved = out.resolve()
+    for method in methods:
+        for split in splits:
+            source = Path(str(method.source).replace("{split}", split or default_split))
+            kept = source.resolve()
+            replaced = next((entry for entry in entries if kept.is_relative_to(resolved / entry)), None)
+            if kept == resolved or replaced:
+                what = f"{replaced} over" if replaced else "its files into"
+                raise UserError(f"--out {out}: would write {what} {source}, read as method {method.name!r}; "
+                                "choose another --out")
 
 
 def run_names(methods: Sequence[Method]) -> tuple[list[str], dict[str, list[str]]]:
@@ -552,7 +575,13 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
         summarize_runs,
         write_results,
     )
-    from mrirecon.evaluation.scoring import check_complete_coverage, load_array, reconstruction_root, score_folder
+    from mrirecon.evaluation.scoring import (
+        check_complete_coverage,
+        load_array,
+        reconstruction_files,
+        reconstruction_root,
+        score_folder,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     config = _with_split(config, split)
@@ -579,10 +608,11 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     if not atomic.is_lead_process():
         # The other processes of a distributed run help reconstruct; the lead scores and writes.
         return split, {}, EvaluationResults({}, {}, split, atomic.final_path(out))
+    # Unlike sets are refused before anything is scored.
+    check_complete_coverage({run: reconstruction_files(root) for run, root in roots.items()}, volumes)
     per_volume, files = {}, {}
     for run, root in roots.items():
         per_volume[run], files[run] = score_folder(root, volumes, dm.crop_size, run, progress=progress)
-    check_complete_coverage(files, volumes)
     record = provenance(cli.config.as_dict(), None,
                         dataset_record(dm.data_path, dm.split_folder(split), [v.path for v in volumes.values()]))
     acquisitions = {name: v.acquisition for name, v in volumes.items()}

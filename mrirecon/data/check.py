@@ -79,7 +79,7 @@ def check_dataset(path: Path, check_finite: bool = True, use_cache: bool = True)
         reports.append(report)
     for challenge in {r.challenge for r in reports}:
         ours = [r for r in reports if r.challenge == challenge]
-        for path, problem in overlapping_files({r.folder.name: [v.path for v in r.volumes] for r in ours}):
+        for path, problem in overlapping_files({r.folder.name: list(r.volumes) for r in ours}):
             next(r for r in ours if path in {v.path for v in r.volumes}).bad.append((path, problem))
     return reports
 

@@ -34,7 +34,7 @@ from mrirecon.errors import UserError
 Challenge = Literal["singlecoil", "multicoil"]
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
 KSPACE_NDIM = {"singlecoil": 3, "multicoil": 4}
-CACHE_VERSION = 3  # 3: mask, acceleration and target values validated
+CACHE_VERSION = 4  # 3: mask, acceleration and target values validated; 4: k-space fingerprints
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class VolumeInfo:
             volume over the region scored at that size (the centre crop to that size, then to
             fastMRI's evaluation square): the data range of SSIM and PSNR, as
             ``fastmri.evaluate`` takes it from the target itself. Empty without a target.
+        fingerprint: :func:`kspace_fingerprint` of the file, which a copy of it shares.
     """
 
     path: Path
@@ -67,6 +68,7 @@ class VolumeInfo:
     fixed_mask: tuple[bool, ...] | None = None
     acceleration: float | None = None
     target_max: dict[str, float] = field(default_factory=dict)
+    fingerprint: str = ""
 
     @property
     def num_coils(self) -> int:
@@ -100,6 +102,20 @@ class VolumeInfo:
 
 def size_key(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
+
+
+def kspace_fingerprint(kspace: h5py.Dataset) -> str:
+    """What identifies a volume's content, whatever its file's name or path: a hash of the
+    k-space's shape, type and middle readout line of its middle slice (every coil).
+
+    A copy of a file shares it (a volume listed twice, a training volume copied into the test
+    split); two scans do not, as a measured line holds its own noise. One line, not every byte:
+    it costs one small read per file, where hashing a multi-coil download would read it all.
+    """
+    middle = kspace[kspace.shape[0] // 2, ..., kspace.shape[-2] // 2, :]
+    digest = hashlib.sha256(f"{kspace.dtype.str}|{tuple(kspace.shape)}|".encode())
+    digest.update(np.ascontiguousarray(middle).tobytes())
+    return digest.hexdigest()[:32]
 
 
 def _all_finite(dataset: h5py.Dataset) -> bool:
@@ -237,6 +253,7 @@ def read_volume_info(
                 acquisition=str(attrs.get("acquisition", "")),
                 fixed_mask=fixed_mask,
                 acceleration=_read_acceleration(attrs, path),
+                fingerprint=kspace_fingerprint(kspace),
             )
             size = check_reconstruction_size(info, crop_size)
             if target_key is not None:
@@ -305,27 +322,35 @@ def list_volume_files(folder: Path) -> list[Path]:
     return files
 
 
-def overlapping_files(splits: dict[str, list[Path]]) -> list[tuple[Path, str]]:
+def overlapping_files(splits: dict[str, list[Path | VolumeInfo]]) -> list[tuple[Path, str]]:
     """Every file that two splits share (a training volume scored as unseen data), with why.
 
     Args:
-        splits: split name -> its files (a split listed once even if two names share a folder).
+        splits: split name -> its files (a split listed once even if two names share a folder):
+            paths, compared as files (links, second names), or scanned volumes, compared by
+            their content too (:attr:`VolumeInfo.fingerprint`: a copy of a file).
 
     Returns:
         (the file as the later split lists it, the problem), in the order of ``splits``.
     """
-    owner: dict[tuple[int, int] | None, tuple[str, Path]] = {}
+    owner: dict[tuple, tuple[str, Path]] = {}
     shared = []
-    for split, files in splits.items():
-        for path in files:
-            other = owner.setdefault(atomic.file_id(path), (split, path))
-            if other[0] != split:
-                shared.append((path, f"the {split} split and the {other[0]} split ({other[1]}) hold the same file; "
+    for split, entries in splits.items():
+        for entry in entries:
+            path = entry.path if isinstance(entry, VolumeInfo) else entry
+            keys = [("file", atomic.file_id(path))]
+            if isinstance(entry, VolumeInfo) and entry.fingerprint:
+                keys.append(("content", entry.fingerprint))
+            others = [owner.setdefault(key, (split, path)) for key in keys]
+            other = next((o for o in others if o[0] != split), None)
+            if other is not None:
+                same = "the same file" if other in others[:1] else "the same volume (identical k-space, a copy)"
+                shared.append((path, f"the {split} split and the {other[0]} split ({other[1]}) hold {same}; "
                                      "a volume may be in one split only"))
     return shared
 
 
-def check_disjoint(splits: dict[str, list[Path]]) -> None:
+def check_disjoint(splits: dict[str, list[Path | VolumeInfo]]) -> None:
     """Refuses a file that two splits share (see :func:`overlapping_files`).
 
     Raises:
@@ -491,6 +516,17 @@ def scan_volumes(
             atomic.write_text(cache_path, json.dumps({"version": CACHE_VERSION, "files": fresh}))
         except UserError:
             pass  # a read-only home only costs the next start its speed
+    first_of: dict[str, VolumeInfo] = {}
+    for info in list(infos):
+        first = first_of.setdefault(info.fingerprint, info)
+        if first is not info:
+            # A copy under another name would be scored (and, with drawn masks, masked) twice.
+            err = UserError(f"{info.path}: the same volume as {first.path.name} (identical k-space, a copy): "
+                            "a volume must be listed once")
+            if on_error is None:
+                raise err
+            on_error(info.path, err)
+            infos.remove(info)
     return infos
 
 

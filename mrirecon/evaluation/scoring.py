@@ -80,14 +80,16 @@ def score_folder(
     """
     files = reconstruction_files(root)
     scores = {}
-    for (fname, acc), path in tqdm(files.items(), desc=f"scoring {name}", disable=not progress):
-        if fname not in volumes:
-            raise UserError(f"{path}: the split has no volume {fname}")
-        recon = load_array(path, "reconstruction")
-        target = target_volume(volumes[fname], crop_size)
-        if target.shape != recon.shape:
-            raise UserError(f"{path}: shape {recon.shape} differs from the target's {target.shape}")
-        scores[(fname, acc)] = volume_metrics(torch.from_numpy(target), torch.from_numpy(recon), crop_to_square=True)
+    # leave=False, closed on an error too: a refusal is one line, not a half bar and the line.
+    with tqdm(files.items(), desc=f"scoring {name}", disable=not progress, leave=False) as bar:
+        for (fname, acc), path in bar:
+            if fname not in volumes:
+                raise UserError(f"{path}: the split has no volume {fname}")
+            recon = load_array(path, "reconstruction")
+            target = target_volume(volumes[fname], crop_size)
+            if target.shape != recon.shape:
+                raise UserError(f"{path}: shape {recon.shape} differs from the target's {target.shape}")
+            scores[(fname, acc)] = volume_metrics(torch.from_numpy(target), torch.from_numpy(recon), crop_to_square=True)
     return scores, files
 
 

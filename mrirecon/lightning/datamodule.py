@@ -163,7 +163,7 @@ class ReconDataModule(pl.LightningDataModule):
     def _check_splits_disjoint(self) -> None:
         """No file in two of the train, val and test splits (one folder named twice, as
         ``test_split: val``, is one split)."""
-        splits: dict[str, list[Path]] = {}
+        splits: dict[str, list[Path | VolumeInfo]] = {}  # scanned splits are compared by content too
         folders: set[Path] = set()
         for split in ("train", "val", self.test_split):
             folder = self.split_folder(split)
@@ -171,7 +171,7 @@ class ReconDataModule(pl.LightningDataModule):
                 continue
             folders.add(folder.resolve())
             if split in self._volumes:
-                splits[split] = [info.path for info in self._volumes[split]]
+                splits[split] = list(self._volumes[split])
             else:
                 try:
                     splits[split] = list_volume_files(folder)

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from cli_helpers import run_baseline
+from cli_helpers import run_baseline, run_cli
 from mrirecon.commands.main import main
 
 
@@ -194,3 +194,26 @@ def test_written_files_follow_the_umask(tiny_singlecoil, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_report_into_or_over_a_folder_it_reads_is_refused_before_any_work(tiny_singlecoil, tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_path": str(tiny_singlecoil), "num_workers": 0,
+                                               "center_fractions": [0.08], "accelerations": [4]}}))
+    zf = run_baseline("zero-filled", config, tmp_path / "zf", progress=False)
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(zf, tmp_path / "runs" / "metrics.csv")  # a method folder named like a report entry
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    for method, out, what in [(zf, zf, "its files into"), (zf / "reconstructions", zf / "reconstructions", "its files into"),
+                              (tmp_path / "runs" / "metrics.csv", tmp_path / "runs", "metrics.csv over")]:
+        with pytest.raises(SystemExit) as done:
+            main(["report", "--config", str(config), "--method", f"zf={method}", "--out", str(out), "--no_progress"])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.count("mrirecon: error: ") == 1 and "Traceback" not in err, err
+        assert f"--out {out}: would write {what} {method}, read as method 'zf'; choose another --out" in err, err
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    # A sibling of the method folders, a folder inside one, or above them whose entries they are not, is fine.
+    for out in (tmp_path / "report", zf / "report", tmp_path):
+        result = run_cli("report", "--config", config, "--method", f"zf={zf}", "--out", out, "--no_progress")
+        assert result.code == 0, result.err
+        assert (out / "report.md").is_file() and (zf / "metrics.csv").read_bytes() == before[zf / "metrics.csv"]

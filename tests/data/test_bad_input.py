@@ -219,6 +219,38 @@ def test_a_training_file_in_another_split_is_refused(tiny_singlecoil, tmp_path, 
     ReconDataModule(str(root), num_workers=0, test_split="val").setup("test")
 
 
+def test_a_copy_of_a_volume_is_the_same_volume_within_a_split_and_across_splits(tiny_singlecoil, tmp_path):
+    # Byte-identical copies, not links: found by their k-space, not their inode.
+    root = _copy_dataset(tiny_singlecoil, tmp_path / "data")
+    train = _first_train_file(root)
+    twin = train.parent / "zz_copy.h5"
+    shutil.copy(train, twin)
+    with pytest.raises(UserError, match=f"{twin}: the same volume as {train.name} \\(identical k-space, a copy\\)"):
+        ReconDataModule(str(root), num_workers=0).setup("fit")
+    assert [(p, why.split(" (")[0]) for r in check_dataset(root) for p, why in r.bad] == [(twin, f"the same volume as {train.name}")]
+    twin.unlink()
+    in_val = root / "singlecoil_val" / "copy_of_train.h5"
+    shutil.copy(train, in_val)
+    with pytest.raises(UserError) as err:
+        ReconDataModule(str(root), num_workers=0).setup("fit")
+    assert str(err.value).startswith(f"{in_val}: the val split and the train split ({train}) hold the same volume "
+                                     "(identical k-space, a copy)"), err.value
+    rows = [why for r in check_dataset(root) for _, why in r.bad]
+    assert len(rows) == 1 and "hold the same volume (identical k-space, a copy)" in rows[0]
+    in_val.unlink()
+    # Another scan of the same shape (one k-space sample changed) is another volume.
+    _rewrite(shutil.copy(train, in_val), kspace=_changed_kspace(train))
+    ReconDataModule(str(root), num_workers=0).setup("fit")
+    assert [r.bad for r in check_dataset(root)] == [[] for _ in check_dataset(root)]
+
+
+def _changed_kspace(path):
+    with h5py.File(path, "r") as hf:
+        kspace = hf["kspace"][()]
+    kspace[kspace.shape[0] // 2, kspace.shape[1] // 2, 0] += 1e-3
+    return kspace
+
+
 def test_data_check_refuses_the_train_files_fit_refuses(tiny_singlecoil, tmp_path):
     root = _copy_dataset(tiny_singlecoil, tmp_path / "data")
     bad = _first_train_file(root)
