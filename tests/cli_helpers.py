@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import os
 import subprocess
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
+import h5py
+import numpy as np
 import torch
 import yaml
 from pytorch_lightning import Callback
@@ -147,3 +150,28 @@ class RunFolderLockProbe(Callback):
         except UserError:
             return  # locked by the fit, as it should be
         raise AssertionError(f"{trainer.log_dir}: not locked while the fit trains")
+
+
+def metrics_csv(path: Path) -> dict[tuple[str, str, str], dict[str, float]]:
+    """``(method, acceleration, volume) -> {ssim, psnr, nmse}`` of a ``metrics.csv``."""
+    with open(path, newline="") as f:
+        return {(r["method"], r["acceleration"], r["volume"]): {m: float(r[m]) for m in ("ssim", "psnr", "nmse")}
+                for r in csv.DictReader(f)}
+
+
+def fastmri_scores(target: np.ndarray, recon_file: Path) -> dict[str, float]:
+    """fastMRI's metric functions as its evaluation command applies them to one volume.
+
+    The target is first cropped to the reconstruction's size as fastMRI's U-Net transform crops
+    it (a no-op but for FLAIR_203-like files, whose 320x320 targets it crops to 264x264).
+    """
+    from fastmri import evaluate as fastmri_evaluate
+    from fastmri.data.transforms import center_crop
+
+    with h5py.File(recon_file) as hf:
+        recon = hf["reconstruction"][()]
+    target = center_crop(target, recon.shape[-2:])
+    side = (target.shape[-1], target.shape[-1])
+    target, recon = center_crop(target, side), center_crop(recon, side)
+    return {"ssim": fastmri_evaluate.ssim(target, recon).item(), "psnr": float(fastmri_evaluate.psnr(target, recon)),
+            "nmse": float(fastmri_evaluate.nmse(target, recon))}

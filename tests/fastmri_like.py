@@ -77,6 +77,9 @@ def write_volume(
     seed: int = 0,
     write_max: bool = True,
     recon: tuple[int, int] = (320, 320),
+    header: bytes | None = None,
+    amplitude: float = 1e-4,
+    noise_seed: int | None = None,
 ) -> None:
     """One fastMRI-format volume.
 
@@ -85,10 +88,15 @@ def write_volume(
         target: target (rows, cols), or None for a test file (then ``recon`` is the header's
             reconstruction size).
         padding: (left, right) acquired columns, written into the header (None: all).
+        header: the ISMRMRD header to store instead (its limits must give ``padding``).
+        amplitude: k-space scale (fastMRI's targets are near 1e-4, M4Raw's near 100).
+        noise_seed: draw the noise from its own stream (a repetition: the image and coils of
+            ``seed``, noise of its own); None draws it from ``seed``'s.
         mask: (centre fraction, acceleration): store an equispaced mask and mask the k-space
             with it, as the test/challenge files are.
     """
     rng = np.random.default_rng(seed)
+    noise_rng = rng if noise_seed is None else np.random.default_rng([seed, noise_seed])
     height, width = shape
     yy, xx = np.mgrid[:height, :width]
     inside = ((yy - height / 2) / (0.3 * height)) ** 2 + ((xx - width / 2) / (0.42 * width)) ** 2 < 1
@@ -96,8 +104,8 @@ def write_volume(
     for s in range(slices):
         image = inside * (1.0 + 0.5 * _smooth(rng, shape)) * np.exp(1j * _smooth(rng, shape))
         maps = np.stack([np.exp(_smooth(rng, shape) * 0.5 + 1j * _smooth(rng, shape)) for _ in range(coils)])
-        noise = (rng.standard_normal((coils, height, width)) + 1j * rng.standard_normal((coils, height, width))) * 0.02
-        kspace[s] = (_fft2c(image[None] * maps) * 1e-4 + noise * 1e-4).astype(np.complex64)
+        noise = (noise_rng.standard_normal((coils, height, width)) + 1j * noise_rng.standard_normal((coils, height, width))) * 0.02
+        kspace[s] = (_fft2c(image[None] * maps) * amplitude + noise * amplitude).astype(np.complex64)
     left, right = padding or (0, width)
     kspace[..., :left] = 0
     kspace[..., right:] = 0
@@ -128,8 +136,8 @@ def write_volume(
         data = kspace[:, 0] if challenge == "singlecoil" else kspace
         hf.create_dataset("kspace", data=data)
         # fastMRI's reading: left = enc_y // 2 - center, right = left + maximum + 1.
-        hf.create_dataset("ismrmrd_header", data=_header(height, width, target or recon, enc_y=width,
-                                                         center=width // 2 - left, maximum=right - left - 1))
+        hf.create_dataset("ismrmrd_header", data=header or _header(height, width, target or recon, enc_y=width,
+                                                                   center=width // 2 - left, maximum=right - left - 1))
         hf.attrs["acquisition"] = acquisition
         hf.attrs["patient_id"] = f"fake-{seed}"
 
@@ -176,3 +184,76 @@ def write_download(root: Path, scale: int = 1, slices: int = 2) -> dict[str, Pat
                              shape=(s(shape[0]), s(shape[1])), target=None, mask=(fraction, acc), seed=seed,
                              recon=(s(320), s(320)))
     return {"knee": knee, "brain": brain}
+
+
+def m4raw_header(stem: str, others: list[str], size: int, center: int, maximum: int, coils: int) -> bytes:
+    """M4Raw's header as its files have it (the tutorial prints 2022061003_T201's): ElementTree's
+    ``ns0:`` prefixes, 256 x 256 encoded and recon matrices, phase-encode limits 0..195 centred
+    at 97 (fastMRI's reading: columns 31..226 acquired), and ``repetitionInformation`` naming
+    the other repetitions, with fields the pipeline does not read (vendor, field strength)."""
+    tag = lambda name: f"{{{NS}}}{name}"  # noqa: E731
+    root = ElementTree.Element(tag("ismrmrdHeader"))
+
+    def add(parent, name, text=None, **children):
+        el = ElementTree.SubElement(parent, tag(name))
+        if text is not None:
+            el.text = str(text)
+        for k, v in children.items():
+            ElementTree.SubElement(el, tag(k)).text = str(v)
+        return el
+
+    study = add(root, "studyInformation", studyUID=stem.split("_")[0])
+    del study
+    add(root, "measurementInformation", measurementID=stem, patientPosition="HFS", protocolName="FSE(Sat) 5mmT--V")
+    add(root, "acquisitionSystemInformation", systemVendor=" XinGaoYi Medical Equipment Co.,Ltd.",
+        systemModel="XGY OPER-0.3", systemFieldStrength_T=0.3, acquisitionType="2D", receiverChannels=coils)
+    enc = add(root, "encoding")
+    for space in ("encodedSpace", "reconSpace"):
+        sp = add(enc, space)
+        add(sp, "matrixSize", x=size, y=size, z=1)
+        add(sp, "fieldOfView_mm", x=240.0, y=240.0, z=5.0)
+    limits = add(enc, "encodingLimits")
+    add(limits, "kspace_encoding_step_1", minimum=0, maximum=maximum, center=center)
+    add(limits, "slice", minimum=0, maximum=18, center=0)
+    add(enc, "trajectory", "cartesian")
+    dims = add(root, "kspaceDimension")
+    for order, name in enumerate(("Slice", "Coil", "PE", "FE")):
+        add(dims, "Dim", DimName=name, DimOrder=order)
+    rep = add(root, "repetitionInformation", RepetitionGroupID=stem, OtherRepetitions=len(others))
+    for i, other in enumerate(others):
+        add(rep, "repetitionLabel", repetitionID=i + 2, MeasurementID=other, dataRangeforMetrics=120.0)
+    return ElementTree.tostring(root, encoding="utf-8")
+
+
+# Subjects per split, each with its contrasts' repetitions (M4Raw's: T1 x3, T2 x3, FLAIR x2).
+M4RAW_SUBJECTS = {
+    "train": {"2022061001": {"T1": 3, "T2": 3, "FLAIR": 2}},
+    "val": {"2022061002": {"T1": 2, "FLAIR": 2}},
+    "test": {"2022061003": {"T2": 3, "FLAIR": 1}},
+}
+M4RAW_ACQUISITIONS = {"T1": "AXT1", "T2": "AXT2", "FLAIR": "AXFLAIR"}
+
+
+def write_m4raw(root: Path, scale: int = 1) -> Path:
+    """An M4Raw "download" with its real shapes (divided by ``scale``): ``multicoil_{train,val,
+    test}`` of ``<subject>_<contrast><NN>.h5`` files, kspace (18, 4, 256, 256) complex64,
+    reconstruction_rss (18, 256, 256), its header and attributes (``acquisition``, ``max``,
+    ``patient_id``; no ``norm``), targets near 100 as M4Raw's are. The repetitions of a group
+    share their anatomy and coils and have their own noise, as repeated scans do."""
+    size = _s(256, scale)
+    center, maximum = 97 // scale, 195 // scale
+    left = size // 2 - center
+    seed = 100
+    for split, subjects in M4RAW_SUBJECTS.items():
+        folder = root / f"multicoil_{split}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for subject, contrasts in subjects.items():
+            for contrast, count in contrasts.items():
+                seed += 1
+                stems = [f"{subject}_{contrast}{k:02d}" for k in range(1, count + 1)]
+                for k, stem in enumerate(stems):
+                    write_volume(folder / f"{stem}.h5", slices=18, coils=4, shape=(size, size), target=(size, size),
+                                 acquisition=M4RAW_ACQUISITIONS[contrast], padding=(left, left + maximum + 1),
+                                 seed=seed, noise_seed=k, amplitude=1.0,
+                                 header=m4raw_header(stem, stems[:k] + stems[k + 1:], size, center, maximum, 4))
+    return root

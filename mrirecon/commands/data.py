@@ -16,12 +16,17 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="write a fastMRI-format dataset simulated from real anatomy")
     sim.add_argument("--out", required=True, type=Path, help="dataset folder to create")
-    sim.add_argument("--preset", default="demo",
+    sim.add_argument("--preset", default=None,
                      help="demo (CPU, small; the default), demo-random (the demo with domain-randomised train and val "
                           "splits), demo-mixed (half of those volumes randomised: the README demo's data), ood (an "
                           "out-of-distribution split from the head named by --source, added beside the others), "
-                          "full (320 recon, GPU)")
-    sim.add_argument("--challenge", default="singlecoil", choices=["singlecoil", "multicoil"])
+                          "full (320 recon, GPU), m4raw (M4Raw's files: 256x256, 4 coils, T1/T2/FLAIR repetitions; "
+                          "the default of --format m4raw)")
+    sim.add_argument("--format", default=None, choices=["fastmri", "m4raw"],
+                     help="file layout: fastmri (one file per volume) or m4raw (one per subject, contrast and "
+                          "repetition, named <subject>_<contrast><NN>.h5); default: the preset's")
+    sim.add_argument("--challenge", default=None, choices=["singlecoil", "multicoil"],
+                     help="default: singlecoil (multicoil for the m4raw format, its only one)")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(
         "--source", nargs="+", default=None, metavar="SOURCE",
@@ -52,6 +57,7 @@ def main(argv: list[str]) -> int:
             args.out,
             preset=args.preset,
             challenge=args.challenge,
+            format=args.format,
             seed=args.seed,
             sources=args.source,
             overwrite=args.overwrite,

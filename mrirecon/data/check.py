@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrirecon.core.text import text_table
+from mrirecon.data.repetitions import describe_repetitions, shared_subjects
 from mrirecon.data.volumes import TRAINING_SPLITS, Challenge, VolumeInfo, missing_target, overlapping_files, scan_volumes
 from mrirecon.errors import UserError
 
@@ -79,7 +80,10 @@ def check_dataset(path: Path, check_finite: bool = True, use_cache: bool = True)
         reports.append(report)
     for challenge in {r.challenge for r in reports}:
         ours = [r for r in reports if r.challenge == challenge]
-        for path, problem in overlapping_files({r.folder.name: list(r.volumes) for r in ours}):
+        splits = {r.folder.name: list(r.volumes) for r in ours}
+        found = overlapping_files(splits)
+        found += [(path, why) for path, why in shared_subjects(splits) if path not in {p for p, _ in found}]
+        for path, problem in found:
             next(r for r in ours if path in {v.path for v in r.volumes}).bad.append((path, problem))
     return reports
 
@@ -111,6 +115,9 @@ def format_report(reports: list[SplitReport]) -> str:
         )
     lines = [text_table(header, rows)]
     for r in reports:
+        repetitions = describe_repetitions(r.volumes)
+        if repetitions:
+            lines.append(f"{r.folder.name}: {repetitions}")
         without = [v for v in r.volumes if v.target_key is None]
         if without and SPLIT_FOLDER.match(r.folder.name).group(2) in TRAINING_SPLITS:
             lines.append(f"{r.folder.name}: {len(without)} file(s) undersampled without targets: fit trains on them "

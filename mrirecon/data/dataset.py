@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from mrirecon.core.masks import ColumnMaskSampler
 from mrirecon.core.operator import center_crop
-from mrirecon.data.volumes import Challenge, VolumeInfo
+from mrirecon.data.volumes import Challenge, VolumeInfo, read_target
 from mrirecon.errors import UserError
 
 
@@ -127,9 +127,11 @@ class SliceDataset(Dataset):
         try:
             with h5py.File(info.path, "r") as hf:
                 kspace = hf["kspace"][slice_num]
-                target = hf[info.target_key][slice_num] if info.target_key else None
+                target = hf[info.target_key][slice_num] if info.target_key and not info.target_files else None
         except (OSError, KeyError) as err:
             raise UserError(f"{info.path}: cannot read slice {slice_num} ({err})") from None
+        if info.target_files:
+            target = read_target(info, slice_num)  # the mean of its repetitions' targets
         crop = info.reconstruction_size(self.crop_size)
         if target is None:
             target_t, has_target = torch.zeros(crop), False

@@ -39,11 +39,13 @@ def read_geometry(raw: bytes | str, num_cols: int, path: Path) -> tuple[tuple[in
 
 
 def header_bytes(height: int, width: int, r: int, fov_mm: float, slice_mm: float,
-                    slices: int, coils: int, acquisition: str) -> bytes:
+                    slices: int, coils: int, acquisition: str, repetitions: tuple[str, ...] = ()) -> bytes:
     """An ISMRMRD XML header with what fastMRI's SliceDataset reads, and the geometry.
 
     The phase-encode limits span all ``width`` columns with the centre at ``width // 2``, so
-    SliceDataset's padding is 0 on the left and ``width`` on the right.
+    SliceDataset's padding is 0 on the left and ``width`` on the right. ``repetitions`` (file
+    stems, this file's first) adds M4Raw's ``repetitionInformation``: the group and the other
+    repetitions' measurement IDs, as its files list them.
     """
     pixel = fov_mm / r
 
@@ -78,13 +80,21 @@ def header_bytes(height: int, width: int, r: int, fov_mm: float, slice_mm: float
         },
     }
 
+    if repetitions:
+        fields["repetitionInformation"] = {
+            "RepetitionGroupID": repetitions[0],
+            "OtherRepetitions": len(repetitions) - 1,
+            "repetitionLabel": [{"repetitionID": i + 2, "MeasurementID": name} for i, name in enumerate(repetitions[1:])],
+        }
+
     def build(parent: ElementTree.Element, children: dict) -> None:
         for tag, value in children.items():
-            element = ElementTree.SubElement(parent, tag)
-            if isinstance(value, dict):
-                build(element, value)
-            else:
-                element.text = f"{value:.3f}" if isinstance(value, float) else str(value)
+            for item in value if isinstance(value, list) else [value]:  # a list: repeated elements
+                element = ElementTree.SubElement(parent, tag)
+                if isinstance(item, dict):
+                    build(element, item)
+                else:
+                    element.text = f"{item:.3f}" if isinstance(item, float) else str(item)
 
     root = ElementTree.Element("ismrmrdHeader", xmlns=NAMESPACE)
     build(root, fields)

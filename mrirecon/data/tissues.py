@@ -31,6 +31,12 @@ TISSUES = ("csf", "gm", "wm", "soft", "bone")
 # A proton-density-weighted look: free water (CSF) brightest, grey above white matter, fat
 # bright, bone dark (relative proton densities, roughly as a PD-weighted spin echo shows them).
 PD_LIKE = {"csf": 1.0, "gm": 0.82, "wm": 0.66, "soft": 0.85, "bone": 0.08}
+# A T2-weighted fast spin echo: CSF brightest, grey well above white matter, scalp fat bright.
+T2_LIKE = {"csf": 1.0, "gm": 0.62, "wm": 0.45, "soft": 0.7, "bone": 0.05}
+# FLAIR: a T2 weighting with the free water (CSF) nulled by the inversion.
+FLAIR_LIKE = {"csf": 0.06, "gm": 0.78, "wm": 0.58, "soft": 0.75, "bone": 0.05}
+# The contrasts synthesised from tissue maps with fixed intensities, by name.
+FIXED_CONTRASTS = {"pd": PD_LIKE, "t2": T2_LIKE, "flair": FLAIR_LIKE}
 _BRAIN = 0.05  # intensity (of a [0, 1] template) above which a voxel belongs to the head
 
 

@@ -56,6 +56,8 @@ class VolumeInfo:
             fastMRI's evaluation square): the data range of SSIM and PSNR, as
             ``fastmri.evaluate`` takes it from the target itself. Empty without a target.
         fingerprint: :func:`kspace_fingerprint` of the file, which a copy of it shares.
+        target_files: the files whose targets, averaged, are this volume's target (repetitions
+            of one scan, see :mod:`mrirecon.data.repetitions`); empty: its own file's.
     """
 
     path: Path
@@ -69,6 +71,7 @@ class VolumeInfo:
     acceleration: float | None = None
     target_max: dict[str, float] = field(default_factory=dict)
     fingerprint: str = ""
+    target_files: tuple[Path, ...] = ()
 
     @property
     def num_coils(self) -> int:
@@ -170,6 +173,28 @@ def scored_maximum(target: np.ndarray, size: tuple[int, int]) -> float:
     """The maximum of a target volume over the region scored at reconstruction ``size``."""
     region = center_crop(center_crop(target, size), evaluation_crop_size(size))
     return float(region.max())
+
+
+def read_target(info: VolumeInfo, slice_num: int | None = None) -> np.ndarray:
+    """A volume's target (one slice, or every slice), float32: its file's, or the mean of the
+    targets of :attr:`VolumeInfo.target_files`.
+
+    Raises:
+        UserError: the volume has no target, or a file cannot be read.
+    """
+    if info.target_key is None:
+        raise UserError(f"{info.path}: no target to score against")
+    total = None
+    for path in info.target_files or (info.path,):
+        try:
+            with h5py.File(path, "r") as hf:
+                data = hf[info.target_key]
+                part = np.asarray(data[slice_num] if slice_num is not None else data[()], dtype=np.float32)
+        except (OSError, KeyError, ValueError) as err:
+            raise UserError(f"{path}: cannot read '{info.target_key}' ({str(err).split('(')[0].strip()})") from None
+        total = part if total is None else total + part
+    assert total is not None
+    return total / len(info.target_files) if info.target_files else total
 
 
 def read_volume_info(
@@ -390,6 +415,7 @@ def _stamp(path: Path) -> list[int]:
 def _to_json(info: VolumeInfo) -> dict:
     d = dataclasses.asdict(info)
     d["path"] = str(info.path)
+    d["target_files"] = [str(p) for p in info.target_files]
     return d
 
 
@@ -399,6 +425,7 @@ def _from_json(d: dict) -> VolumeInfo:
     for key in ("kspace_shape", "target_shape", "padding", "fixed_mask"):
         if d[key] is not None:
             d[key] = tuple(d[key])
+    d["target_files"] = tuple(Path(p) for p in d.get("target_files", ()))
     return VolumeInfo(**d)
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from mrirecon.core.metrics import volume_metrics
 from mrirecon.core.operator import center_crop
-from mrirecon.data.volumes import VolumeInfo
+from mrirecon.data.volumes import VolumeInfo, read_target
 from mrirecon.errors import UserError
 
 
@@ -59,11 +59,10 @@ def reconstruction_files(root: Path) -> dict[tuple[str, float], Path]:
 
 
 def target_volume(info: VolumeInfo, crop_size: tuple[int, int] | None) -> np.ndarray:
-    """The target of a volume, cropped to its reconstruction size."""
-    if info.target_key is None:
-        raise UserError(f"{info.path}: no target to score against")
+    """The target of a volume (the mean of its repetitions' where it has them, as ``test``
+    scores it), cropped to its reconstruction size."""
     size = info.reconstruction_size(crop_size)
-    return center_crop(torch.from_numpy(load_array(info.path, info.target_key)), size).numpy()
+    return center_crop(torch.from_numpy(read_target(info)), size).numpy()
 
 
 def score_folder(

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from mrirecon.core.masks import ColumnMaskSampler, MaskType
 from mrirecon.data.batch import KSpaceBatch, SliceCollator, prepare_batch
 from mrirecon.data.dataset import SliceDataset
+from mrirecon.data.repetitions import RepetitionTargets, shared_subjects, with_repetition_targets
 from mrirecon.data.samplers import SliceBatchSampler
 from mrirecon.data.volumes import (TRAINING_SPLITS, Challenge, VolumeInfo, check_disjoint, list_volume_files,
                                    missing_target, scan_volumes, subsample_volumes)
@@ -69,6 +70,11 @@ class ReconDataModule(pl.LightningDataModule):
             to carry one, False is refused for such files (they would be masked twice).
         transform_on_device: run the mask → iFFT → crop → RSS → normalise chain on the training
             device after transfer; the workers then only read and stack.
+        repetitions: targets of repeated acquisitions (M4Raw's ``<subject>_<contrast><NN>.h5``
+            files): ``separate`` (each file its own, as M4Raw's demos; the default),
+            ``average`` (the mean of the subject's repetitions of that contrast, in every split)
+            or ``pairs`` (training on one repetition against another; val and test keep their
+            own); see :mod:`mrirecon.data.repetitions`.
         check_finite: scan all k-space and targets for NaN/Inf before training (cached per file).
         use_cache: cache volume metadata in ``~/.cache/mrirecon``.
         seed: seed of the training masks and order; None takes it from ``seed_everything``.
@@ -90,6 +96,7 @@ class ReconDataModule(pl.LightningDataModule):
         test_split: str = "test",
         use_file_masks: Optional[bool] = None,
         transform_on_device: bool = False,
+        repetitions: RepetitionTargets = "separate",
         check_finite: bool = True,
         use_cache: bool = True,
         seed: Optional[int] = None,
@@ -112,6 +119,7 @@ class ReconDataModule(pl.LightningDataModule):
         self.test_split = test_split
         self.use_file_masks = use_file_masks
         self.transform_on_device = transform_on_device
+        self.repetitions = repetitions
         self.check_finite = check_finite
         self.use_cache = use_cache
         self.seed = seed
@@ -142,7 +150,8 @@ class ReconDataModule(pl.LightningDataModule):
                     raise UserError(f"{missing[0].path}: has no target while other files of {self.split_folder(split)} "
                                     "have one; a validation split is scored whole or by its held-out loss alone")
             self._check_mask_widths(infos)
-            self._volumes[split] = infos
+            mode = self.repetitions if self.repetitions == "average" or split == "train" else "separate"
+            self._volumes[split] = with_repetition_targets(infos, mode, self.crop_size)
             self._check_splits_disjoint()
         return self._volumes[split]
 
@@ -178,6 +187,8 @@ class ReconDataModule(pl.LightningDataModule):
                 except UserError:
                     continue  # a split this command does not use is checked when one does
         check_disjoint(splits)
+        for path, problem in shared_subjects(splits)[:1]:
+            raise UserError(f"{path}: {problem}")
 
     def validation_has_targets(self) -> bool:
         """Whether the val split is scored (its files have targets) or has its held-out loss

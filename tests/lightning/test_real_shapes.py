@@ -7,7 +7,6 @@ own masks) at a quarter of the size in the default suite, at full size in the sl
 
 from __future__ import annotations
 
-import csv
 import types
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import pytest
 import torch
 import yaml
 from fastmri import evaluate as fastmri_evaluate
-from fastmri.data.transforms import center_crop
 
+from cli_helpers import fastmri_scores, metrics_csv
 from fastmri_like import write_download
 from mrirecon.commands.main import main
 
@@ -58,29 +57,6 @@ def _config(path: Path, data: Path, runs: Path, batch_size: int, scale: int) -> 
     return path
 
 
-def _metrics_csv(path: Path) -> dict[tuple[str, str, str], dict[str, float]]:
-    with open(path, newline="") as f:
-        return {(r["method"], r["acceleration"], r["volume"]): {m: float(r[m]) for m in ("ssim", "psnr", "nmse")}
-                for r in csv.DictReader(f)}
-
-
-def _fastmri_cli_scores(target_file: Path, recon_file: Path) -> dict[str, float]:
-    """fastMRI's metric functions as its evaluation command applies them.
-
-    The target is first cropped to the reconstruction's size as fastMRI's U-Net transform crops
-    it (a no-op but for FLAIR_203-like files, whose 320x320 targets it crops to 264x264).
-    """
-    with h5py.File(target_file) as hf:
-        target = hf["reconstruction_rss"][()]
-    with h5py.File(recon_file) as hf:
-        recon = hf["reconstruction"][()]
-    target = center_crop(target, recon.shape[-2:])
-    side = (target.shape[-1], target.shape[-1])
-    target, recon = center_crop(target, side), center_crop(recon, side)
-    return {"ssim": fastmri_evaluate.ssim(target, recon).item(), "psnr": float(fastmri_evaluate.psnr(target, recon)),
-            "nmse": float(fastmri_evaluate.nmse(target, recon))}
-
-
 @pytest.mark.parametrize("anatomy", ["knee", "brain"])
 def test_fit_test_predict_on_real_shapes(anatomy, download, tmp_path):
     roots, scale = download
@@ -96,7 +72,7 @@ def test_fit_test_predict_on_real_shapes(anatomy, download, tmp_path):
     for batch_size in (1, 2):
         cfg = _config(tmp_path / f"b{batch_size}.yaml", data, runs, batch_size, scale)
         main(["test", "--config", str(cfg), "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / f"test{batch_size}")])
-        results[batch_size] = _metrics_csv(tmp_path / f"test{batch_size}" / "metrics.csv")
+        results[batch_size] = metrics_csv(tmp_path / f"test{batch_size}" / "metrics.csv")
     assert results[1].keys() == results[2].keys()
     # float32 convolutions pick their kernels (and summation order) by batch size: a barely
     # trained net's SSIM moved by 1.4e-6 relative on CI's CPU, so batch sizes agree to 1e-5.
@@ -111,7 +87,9 @@ def test_fit_test_predict_on_real_shapes(anatomy, download, tmp_path):
     val = data / "multicoil_val"
     for acc in ("4x", "8x"):
         for target_file in sorted(val.glob("*.h5")):
-            reference = _fastmri_cli_scores(target_file, predictions / acc / target_file.name)
+            with h5py.File(target_file) as hf:
+                target = hf["reconstruction_rss"][()]
+            reference = fastmri_scores(target, predictions / acc / target_file.name)
             for metric in ("ssim", "psnr", "nmse"):
                 assert ours[("unet", acc, target_file.name)][metric] == pytest.approx(reference[metric], abs=1e-4), (
                     target_file.name, acc, metric)

@@ -59,8 +59,11 @@ from mrirecon.data.simulation import writer
 from mrirecon.data.simulation.presets import (
     CHALLENGES,
     CONTRASTS,
+    LAYOUTS,
+    M4RAW_CONTRASTS,
     PRESETS,
     SPLITS,
+    Draw,
     Preset,
     Randomization,
     draw_volume,
@@ -70,7 +73,7 @@ from mrirecon.data.simulation.presets import (
 from mrirecon.data.simulation.synthesis import prepare_head
 from mrirecon.errors import UserError
 
-__all__ = ["CHALLENGES", "CONTRASTS", "PRESETS", "SPLITS", "SUMMARY_FILE", "Preset", "Randomization", "simulate_dataset"]
+__all__ = ["CHALLENGES", "CONTRASTS", "LAYOUTS", "PRESETS", "SPLITS", "SUMMARY_FILE", "Preset", "Randomization", "simulate_dataset"]
 
 SUMMARY_FILE = "simulation.json"
 _OWN_ENTRY = re.compile(rf"({'|'.join(CHALLENGES)})_\w+|{re.escape(SUMMARY_FILE)}")
@@ -79,8 +82,9 @@ _OWN_ENTRY = re.compile(rf"({'|'.join(CHALLENGES)})_\w+|{re.escape(SUMMARY_FILE)
 def simulate_dataset(
     out_dir: str | Path,
     *,
-    preset: str | Preset = "demo",
-    challenge: str = "singlecoil",
+    preset: str | Preset | None = None,
+    challenge: str | None = None,
+    format: str | None = None,
     seed: int = 0,
     sources: Sequence[str | Path] | None = None,
     overwrite: bool = False,
@@ -91,7 +95,8 @@ def simulate_dataset(
     """Writes a simulated dataset in fastMRI's folder layout and file format.
 
     The result is ``<out_dir>/<challenge>_<split>/sim_<split>_<index:04d>.h5``, one file per
-    volume, readable by an unchanged :class:`fastmri.data.SliceDataset`, for the preset's splits
+    volume (M4Raw's layout: ``sim<index:05d>_<contrast><repetition:02d>.h5``, one per subject,
+    contrast and repetition), readable by an unchanged :class:`fastmri.data.SliceDataset`, for the preset's splits
     (train, val and test; ``ood`` for the ``ood`` preset), plus ``<out_dir>/simulation.json``,
     the manifest. All splits, test included, carry fully sampled k-space and targets (unless
     ``undersampled``: then train and val are undersampled scans without targets). Only the
@@ -105,8 +110,12 @@ def simulate_dataset(
 
     Args:
         out_dir: Dataset root, created if needed.
-        preset: A name in :data:`PRESETS` or a :class:`Preset`.
-        challenge: ``"singlecoil"`` or ``"multicoil"``.
+        preset: A name in :data:`PRESETS` or a :class:`Preset`; None: ``demo``, or ``m4raw``
+            for ``format="m4raw"``.
+        challenge: ``"singlecoil"`` or ``"multicoil"``; None: single-coil, or multi-coil for
+            the M4Raw layout (which has only that).
+        format: ``"fastmri"`` or ``"m4raw"`` (a layout of :data:`LAYOUTS`), which the preset
+            must have; None: the preset's.
         seed: Seed of every random draw.
         sources: Anatomical volumes (paths, or names such as ``colin27``; see
             :func:`~mrirecon.data.anatomy.resolve_source`), used in turn per volume; defaults
@@ -128,11 +137,21 @@ def simulate_dataset(
     """
     # An absolute, normalised path has a real name and parent, even for "." or "a/..".
     out_dir = Path(os.path.abspath(out_dir))
-    params = resolve_preset(preset, recon_size)
+    if format is not None and format not in LAYOUTS:
+        raise UserError(f"format {format!r}: expected one of {', '.join(LAYOUTS)}")
+    params = resolve_preset(preset if preset is not None else "m4raw" if format == "m4raw" else "demo", recon_size)
+    if format is not None and params.layout != format:
+        name = preset if isinstance(preset, str) else "given"
+        raise UserError(f"preset {name}: writes the {params.layout} layout, not {format}; "
+                        f"{'--preset m4raw' if format == 'm4raw' else 'a fastMRI preset (demo, full, ...)'} writes {format}'s")
     if undersampled is not None:
         params = resolve_preset(replace(params, undersampled=undersampled), None)
+    if challenge is None:
+        challenge = "multicoil" if params.layout == "m4raw" else "singlecoil"
     if challenge not in CHALLENGES:
         raise UserError(f"challenge {challenge!r}: expected one of {', '.join(CHALLENGES)}")
+    if params.layout == "m4raw" and challenge != "multicoil":
+        raise UserError(f"challenge {challenge}: M4Raw's files are multi-coil only")
     if seed < 0:
         raise UserError(f"seed {seed}: must not be negative")
     if params.needs_source and sources is None:
@@ -151,7 +170,8 @@ def simulate_dataset(
         "seed": seed,
         "preset": asdict(params),
         "recon_size": [r, r],
-        "kspace_size": [2 * r, phase_encode_columns(r, params.pe_oversampling)],
+        "layout": params.layout,
+        "kspace_size": [params.readout_oversampling * r, phase_encode_columns(r, params.pe_oversampling)],
         "sources": [{"name": head.name, "path": str(head.path), "sha256": head.sha256} for head in heads],
         "splits": {},
     }
@@ -163,7 +183,8 @@ def simulate_dataset(
     except OSError as err:
         raise UserError(f"{out_dir}: cannot create the dataset folder ({atomic.describe_os_error(err)})") from None
     try:
-        with tqdm(total=sum(params.volumes), unit="vol", desc=f"simulating {challenge}",
+        per_subject = sum(count for _, count in params.repetitions) if params.layout == "m4raw" else 1
+        with tqdm(total=sum(params.volumes) * per_subject, unit="vol", desc=f"simulating {challenge}",
                   disable=not progress) as bar:
             for split_index, (split, count) in enumerate(zip(params.splits, params.volumes)):
                 folder = staging / f"{challenge}_{split}"
@@ -173,22 +194,25 @@ def simulate_dataset(
                 # before 0.2, so their data is unchanged); any other split has its own range.
                 first = sum(params.volumes[:split_index]) if split in SPLITS else 100_000 * (split_index + 1)
                 for local in range(count):
-                    name = f"sim_{split}_{local:04d}.h5"
                     index = first + local
                     head = heads[index % len(heads)]
-                    draw = draw_volume(params, split, local, seed, index)
                     undersampled = params.undersampled if split in ("train", "val") else None
-                    writer.write_volume(folder / name, head, params, challenge, seed, index, draw, undersampled)
-                    files[name] = {"source": head.name, "contrast": draw.contrast,
-                                   "kspace_size": [2 * r, phase_encode_columns(r, draw.pe_oversampling)]}
-                    bar.update()
+                    subject_draw = draw_volume(params, split, local, seed, index)
+                    for name, draw, repetition, names in _volume_files(params, split, local, index, subject_draw):
+                        writer.write_volume(folder / name, head, params, challenge, seed, index, draw, undersampled,
+                                            repetition, names)
+                        files[name] = {"source": head.name, "contrast": draw.contrast,
+                                       "kspace_size": [params.readout_oversampling * r,
+                                                       phase_encode_columns(r, draw.pe_oversampling)]}
+                        bar.update()
                 # Each split records how it was made: a dataset's splits may come from
                 # different runs (the ood preset adds one), and reports cite their split's entry.
                 summary["splits"][split] = {
                     "folder": f"{challenge}_{split}",
                     "challenge": challenge,
-                    "volumes": count,
-                    "slices": count * params.slices,
+                    "volumes": len(files),
+                    "subjects": count,
+                    "slices": len(files) * params.slices,
                     "randomized": split in params.randomized,
                     "seed": seed,
                     "preset": summary["preset"],
@@ -204,6 +228,23 @@ def simulate_dataset(
         raise
     summary["out_dir"] = str(out_dir)
     return summary
+
+
+def _volume_files(params: Preset, split: str, local: int, index: int, draw: Draw):
+    """The files of one subject: ``(name, draw, repetition, repetition names)`` each.
+
+    fastMRI's layout: one file. M4Raw's: one per contrast and repetition, named as M4Raw's
+    files are (``<subject>_<contrast><repetition:02d>.h5``), the repetitions of a contrast
+    listing each other (this one first) as M4Raw's headers do.
+    """
+    if params.layout != "m4raw":
+        yield f"sim_{split}_{local:04d}.h5", draw, None, ()
+        return
+    for number, (tag, count) in enumerate(params.repetitions):
+        stems = [f"sim{index:05d}_{tag}{k:02d}" for k in range(1, count + 1)]
+        contrast = replace(draw, contrast=M4RAW_CONTRASTS[tag])
+        for k, stem in enumerate(stems):
+            yield f"{stem}.h5", contrast, (number, k + 1), (stem, *stems[:k], *stems[k + 1:])
 
 
 def _check_destination(out_dir: Path, folders: list[str], overwrite: bool) -> None:

@@ -13,7 +13,13 @@ from mrirecon.errors import UserError
 
 SPLITS = ("train", "val", "test")
 CHALLENGES = ("singlecoil", "multicoil")
-CONTRASTS = ("source", "t1", "pd")
+CONTRASTS = ("source", "t1", "pd", "t2", "flair")
+# File layouts a simulation writes: fastMRI's (``<challenge>_<split>/sim_<split>_<i>.h5``) or
+# M4Raw's (the same folders, one file per subject, contrast and repetition, named
+# ``<subject>_<contrast><repetition:02d>.h5``, multi-coil, no readout oversampling).
+LAYOUTS = ("fastmri", "m4raw")
+# M4Raw's contrast tags in file names, and the simulator's contrast each is written in.
+M4RAW_CONTRASTS = {"T1": "t1", "T2": "t2", "FLAIR": "flair"}
 FOV_MARGIN = 1.2  # field of view over the head's largest in-plane extent, room for the affine
 
 
@@ -78,6 +84,12 @@ class Preset:
             contrast) or ``pd`` (a proton-density-like contrast from its tissue maps).
         pe_oversampling: phase-encode columns over the image width, of splits not randomised.
         needs_source: the preset is for heads given with ``--source`` (not the default).
+        layout: ``fastmri`` or ``m4raw`` (see :data:`LAYOUTS`); ``volumes`` then counts
+            subjects, each written once per contrast and repetition of ``repetitions``.
+        readout_oversampling: k-space rows over the image's (fastMRI's 2; M4Raw's 1).
+        repetitions: per M4Raw contrast tag (:data:`M4RAW_CONTRASTS`), the number of
+            repetitions written (the same subject, contrast and coils, their own noise and
+            phase drift), of the ``m4raw`` layout.
         undersampled: None (every split fully sampled, with targets), or an acceleration: the
             training splits (train, val) are then written as a site without references has them,
             undersampled once per volume at this acceleration by a random column mask (fastMRI's,
@@ -96,6 +108,9 @@ class Preset:
     contrasts: tuple[str, ...] = ("source",)
     pe_oversampling: float = 1.15
     needs_source: bool = False
+    layout: str = "fastmri"
+    readout_oversampling: int = 2
+    repetitions: tuple[tuple[str, int], ...] = ()
     undersampled: int | None = None
 
 
@@ -118,6 +133,12 @@ PRESETS = {
     "ood": Preset(recon_size=128, volumes=(8,), slices=14, coils=(8, 8), snr=(200.0, 400.0), splits=("ood",),
                   contrasts=("t1", "pd"), pe_oversampling=1.0, needs_source=True),
     "full": Preset(recon_size=320, volumes=(40, 8, 8), slices=18, coils=(8, 15), snr=(15.0, 40.0)),
+    # M4Raw's files (0.3 T brain, Lyu et al. 2023): per subject three T1, three T2 and two FLAIR
+    # repetitions of 18 slices, 4 coils, 256 x 256 k-space and targets; a single repetition's
+    # low SNR. --recon_size 64 writes them at a quarter of the size, in seconds.
+    "m4raw": Preset(recon_size=256, volumes=(3, 1, 1), slices=18, coils=(4, 4), snr=(10.0, 20.0),
+                    pe_oversampling=1.0, layout="m4raw", readout_oversampling=1,
+                    repetitions=(("T1", 3), ("T2", 3), ("FLAIR", 2))),
 }
 
 
@@ -143,6 +164,14 @@ def resolve_preset(preset: str | Preset, recon_size: int | None) -> Preset:
         raise UserError(f"preset {preset}: coil and SNR ranges must be positive and ordered")
     if preset.undersampled is not None and preset.undersampled < 2:
         raise UserError(f"--undersampled {preset.undersampled}: an acceleration of at least 2")
+    if preset.layout not in LAYOUTS:
+        raise UserError(f"preset layout {preset.layout!r}: expected one of {', '.join(LAYOUTS)}")
+    if preset.layout == "m4raw" and (not preset.repetitions or any(
+            tag not in M4RAW_CONTRASTS or count < 1 for tag, count in preset.repetitions)):
+        raise UserError(f"preset repetitions {list(preset.repetitions)}: the m4raw layout needs at least one "
+                        f"repetition of some of {', '.join(M4RAW_CONTRASTS)}")
+    if preset.readout_oversampling < 1:
+        raise UserError(f"preset readout_oversampling {preset.readout_oversampling}: must be at least 1")
     unknown = [c for c in preset.contrasts if c not in CONTRASTS]
     if unknown or not preset.contrasts:
         raise UserError(f"preset contrasts {list(preset.contrasts)}: expected some of {', '.join(CONTRASTS)}")

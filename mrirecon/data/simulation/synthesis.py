@@ -140,9 +140,9 @@ def synthesize_subject(head: Head, r: int, slices: int, fov_mm: float, rng: np.r
         probabilities = np.stack([sample(m) for m in maps])
         if draw.shells is not None:
             probabilities = _add_shells(probabilities, sample(outside_mm, outside=1e3), draw.shells)
-        if draw.contrast == "pd":
-            intensities = np.array([tissues.PD_LIKE[t] for t in tissues.TISSUES])
-            # T1 texture has white matter above grey; proton density has them the other way.
+        if draw.contrast in tissues.FIXED_CONTRASTS:
+            intensities = np.array([tissues.FIXED_CONTRASTS[draw.contrast][t] for t in tissues.TISSUES])
+            # T1 texture has white matter above grey; PD, T2 and FLAIR have them the other way.
             gain = -0.5
         else:
             intensities, gain = np.asarray(draw.intensities), draw.texture

@@ -17,18 +17,26 @@ from mrirecon.data.simulation.synthesis import FOREGROUND, Head, smooth_field, s
 
 # Signal scale of the magnitude image's maximum, chosen so targets land near fastMRI's 1e-4..1e-3.
 _SCALE_RANGE = (2e-4, 8e-4)
-# fastMRI brain's names for an axial T1 (the templates' contrast) and PD; randomised contrasts
+# fastMRI brain's names for an axial T1 (the templates' contrast), PD, T2 and FLAIR (M4Raw's too); randomised contrasts
 # have no protocol name, so they get their own.
-_ACQUISITIONS = {"source": "AXT1", "t1": "AXT1", "pd": "AXPD", "random": "AXRANDOM"}
+_ACQUISITIONS = {"source": "AXT1", "t1": "AXT1", "pd": "AXPD", "t2": "AXT2", "flair": "AXFLAIR", "random": "AXRANDOM"}
 
 
 def write_volume(path: Path, head: Head, params: Preset, challenge: str, seed: int,
-                  index: int, draw: Draw, undersampled: int | None = None) -> None:
+                  index: int, draw: Draw, undersampled: int | None = None,
+                  repetition: tuple[int, int] | None = None, repetition_names: tuple[str, ...] = ()) -> None:
     """Simulates one subject's volume and writes it as a fastMRI HDF5 file; ``undersampled``
     (an acceleration) writes it as a scan without a reference: masked k-space, its ``mask``
-    (one per volume), no target."""
+    (one per volume), no target.
+
+    ``repetition`` ``(contrast number, repetition)`` writes one of several acquisitions of the
+    same subject in one session (M4Raw's): the anatomy, scale, coils and SNR come from
+    ``(seed, index)`` as without it, the noise and a global phase drift from the repetition's
+    own stream; ``repetition_names`` (the file stems of the group, this one first) go into the
+    header as M4Raw's ``repetitionInformation``.
+    """
     r, slices = params.recon_size, params.slices
-    height, width = 2 * r, phase_encode_columns(r, draw.pe_oversampling)
+    height, width = params.readout_oversampling * r, phase_encode_columns(r, draw.pe_oversampling)
     fov_mm = draw.fov_margin * head.extent_mm
     anatomy_rng = np.random.default_rng([seed, index, 0])
     scan_rng = np.random.default_rng([seed, index, 1])
@@ -42,6 +50,12 @@ def write_volume(path: Path, head: Head, params: Preset, challenge: str, seed: i
         snr = draw.snr
     sigma = np.float32(magnitude[inside].mean() / snr)
     phase = smooth_field(scan_rng, magnitude.shape, (3, 4, 4), draw.phase_std)
+    noise_rng = scan_rng
+    if repetition is not None:
+        # Repeated scans drift in phase between acquisitions (M4Raw's do): their complex images
+        # must be aligned before averaging, their magnitudes need not.
+        noise_rng = np.random.default_rng([seed, index, 3, *repetition])
+        phase = phase + noise_rng.uniform(0, 2 * np.pi)
     images = (magnitude * np.exp(1j * phase)).astype(np.complex64)[:, None]
 
     multicoil = challenge == "multicoil"
@@ -65,7 +79,7 @@ def write_volume(path: Path, head: Head, params: Preset, challenge: str, seed: i
     with h5py.File(image, "w") as hf:
         kspace_out = hf.create_dataset("kspace", shape=kspace_shape, dtype=np.complex64)
         for k in range(slices):
-            noise = scan_rng.standard_normal((coils, height, width, 2), dtype=np.float32)
+            noise = noise_rng.standard_normal((coils, height, width, 2), dtype=np.float32)
             kspace, targets[k] = acquire_slice(images[k], height, width, sigma, noise.view(np.complex64)[..., 0])
             if mask is not None:
                 kspace = kspace * mask  # the columns a scanner skipped were never measured
@@ -81,7 +95,7 @@ def write_volume(path: Path, head: Head, params: Preset, challenge: str, seed: i
         slice_mm = head.slab_mm / max(slices - 1, 1)
         acquisition = _ACQUISITIONS[draw.contrast]
         hf.create_dataset("ismrmrd_header", data=ismrmrd.header_bytes(
-            height, width, r, fov_mm, slice_mm, slices, coils, acquisition))
+            height, width, r, fov_mm, slice_mm, slices, coils, acquisition, repetition_names))
         hf.attrs["acquisition"] = acquisition
         hf.attrs["patient_id"] = f"sim-{seed}-{index:05d}"
         hf.attrs["simulated"] = True
