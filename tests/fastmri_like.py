@@ -80,6 +80,7 @@ def write_volume(
     header: bytes | None = None,
     amplitude: float = 1e-4,
     noise_seed: int | None = None,
+    noise: float = 0.02,
 ) -> None:
     """One fastMRI-format volume.
 
@@ -90,6 +91,7 @@ def write_volume(
         padding: (left, right) acquired columns, written into the header (None: all).
         header: the ISMRMRD header to store instead (its limits must give ``padding``).
         amplitude: k-space scale (fastMRI's targets are near 1e-4, M4Raw's near 100).
+        noise: the noise's standard deviation per coil, relative to the image (about 1).
         noise_seed: draw the noise from its own stream (a repetition: the image and coils of
             ``seed``, noise of its own); None draws it from ``seed``'s.
         mask: (centre fraction, acceleration): store an equispaced mask and mask the k-space
@@ -104,8 +106,8 @@ def write_volume(
     for s in range(slices):
         image = inside * (1.0 + 0.5 * _smooth(rng, shape)) * np.exp(1j * _smooth(rng, shape))
         maps = np.stack([np.exp(_smooth(rng, shape) * 0.5 + 1j * _smooth(rng, shape)) for _ in range(coils)])
-        noise = (noise_rng.standard_normal((coils, height, width)) + 1j * noise_rng.standard_normal((coils, height, width))) * 0.02
-        kspace[s] = (_fft2c(image[None] * maps) * amplitude + noise * amplitude).astype(np.complex64)
+        noise_image = (noise_rng.standard_normal((coils, height, width)) + 1j * noise_rng.standard_normal((coils, height, width))) * noise
+        kspace[s] = (_fft2c(image[None] * maps) * amplitude + noise_image * amplitude).astype(np.complex64)
     left, right = padding or (0, width)
     kspace[..., :left] = 0
     kspace[..., right:] = 0
@@ -239,7 +241,8 @@ def write_m4raw(root: Path, scale: int = 1) -> Path:
     test}`` of ``<subject>_<contrast><NN>.h5`` files, kspace (18, 4, 256, 256) complex64,
     reconstruction_rss (18, 256, 256), its header and attributes (``acquisition``, ``max``,
     ``patient_id``; no ``norm``), targets near 100 as M4Raw's are. The repetitions of a group
-    share their anatomy and coils and have their own noise, as repeated scans do."""
+    share their anatomy and coils and have their own noise (a low SNR, as a single low-field
+    repetition's), as repeated scans do."""
     size = _s(256, scale)
     center, maximum = 97 // scale, 195 // scale
     left = size // 2 - center
@@ -254,6 +257,6 @@ def write_m4raw(root: Path, scale: int = 1) -> Path:
                 for k, stem in enumerate(stems):
                     write_volume(folder / f"{stem}.h5", slices=18, coils=4, shape=(size, size), target=(size, size),
                                  acquisition=M4RAW_ACQUISITIONS[contrast], padding=(left, left + maximum + 1),
-                                 seed=seed, noise_seed=k, amplitude=1.0,
+                                 seed=seed, noise_seed=k, amplitude=1.0, noise=0.2,
                                  header=m4raw_header(stem, stems[:k] + stems[k + 1:], size, center, maximum, 4))
     return root

@@ -102,11 +102,12 @@ def test_fit_test_predict_baseline_report_on_m4raw_shapes(m4raw, repetitions, tm
     assert {(acc, name) for _, acc, name in ours} == {(acc, name) for acc in ACCELERATIONS for name in targets}
     _assert_fastmri_scores(ours, "unet", predictions, targets)
     if repetitions == "average":
-        # The averaged reference is not each file's own: scored against its own, a volume of a
-        # group scores otherwise (so the comparison above can fail).
+        # The averaged reference is not each file's own: scored against its own, the volumes of
+        # a group score otherwise, by far more than the tolerance (so the comparison can fail).
         own = _targets(m4raw / "multicoil_test", average=False)
         name = f"{_first_subject(m4raw, 'test')}_T201.h5"
-        assert abs(fastmri_scores(own[name], predictions / "2x" / name)["psnr"] - ours[("unet", "2x", name)]["psnr"]) > 0.01
+        against_own = fastmri_scores(own[name], predictions / "2x" / name)
+        assert max(abs(against_own[m] - ours[("unet", "2x", name)][m]) for m in ("ssim", "psnr")) > 1e-3
 
     # The zero-filled baseline on the same files and settings, scored the same way.
     baseline = run_baseline("zero-filled", config, tmp_path / "zf")
