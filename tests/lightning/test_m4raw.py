@@ -170,3 +170,33 @@ def test_repetition_targets_need_m4raw_names(m4raw, tmp_path):
     config = _config(tmp_path / "c.yaml", data, tmp_path / "runs", "average")
     assert_user_error(run_cli("fit", "--config", config), "scan.h5: not named like M4Raw's repetitions")
     assert_user_error(run_cli("fit", "--config", config, "--data.repetitions", "mean"), "data.repetitions")
+
+
+def test_bad_m4raw_files_are_one_line(m4raw, tmp_path):
+    # The same checks as fastMRI's files get: a truncated file, a repetition without its target
+    # in a training split, an unreadable header.
+    cases = {
+        "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 3]),
+        "no target": lambda p: _without(p, "reconstruction_rss"),
+        "bad header": lambda p: _replace(p, "ismrmrd_header", b"<ns0:ismrmrdHeader"),
+    }
+    for case, damage in cases.items():
+        data = tmp_path / case.replace(" ", "_")
+        shutil.copytree(m4raw, data)
+        victim = data / "multicoil_train" / f"{_first_subject(m4raw, 'train')}_T102.h5"
+        damage(victim)
+        config = _config(tmp_path / f"{victim.stem}.yaml", data, tmp_path / "runs", "average")
+        line = assert_user_error(run_cli("fit", "--config", config, "--data.use_cache", "false"), str(victim))
+        assert {"truncated": "HDF5", "no target": "no multicoil target", "bad header": "unreadable ismrmrd_header"}[case] in line
+        assert not (tmp_path / "runs").exists()
+
+
+def _without(path: Path, key: str) -> None:
+    with h5py.File(path, "a") as hf:
+        del hf[key]
+
+
+def _replace(path: Path, key: str, value: bytes) -> None:
+    with h5py.File(path, "a") as hf:
+        del hf[key]
+        hf.create_dataset(key, data=value)
