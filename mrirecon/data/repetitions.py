@@ -101,7 +101,7 @@ def with_repetition_targets(volumes: list[VolumeInfo], mode: RepetitionTargets,
     return [replaced.get(info.path, info) for info in volumes]
 
 
-def shared_subjects(splits: dict[str, list[VolumeInfo | Path]]) -> list[tuple[Path, str]]:
+def shared_subjects(splits: dict[str, list]) -> list[tuple[Path, str]]:
     """M4Raw-named files whose subject another split holds too (a repetition, or another
     contrast, of a training subject would be scored as unseen data), with why.
 
@@ -111,7 +111,7 @@ def shared_subjects(splits: dict[str, list[VolumeInfo | Path]]) -> list[tuple[Pa
     shared = []
     for split, entries in splits.items():
         for entry in entries:
-            path = entry.path if isinstance(entry, VolumeInfo) else Path(entry)
+            path = entry if isinstance(entry, Path) else entry.path  # a path, VolumeInfo or FileIdentity
             parsed = repetition_of(path)
             if parsed is None:
                 continue

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable, Literal, NamedTuple
 
 import h5py
 import numpy as np
@@ -347,13 +347,46 @@ def list_volume_files(folder: Path) -> list[Path]:
     return files
 
 
-def overlapping_files(splits: dict[str, list[Path | VolumeInfo]]) -> list[tuple[Path, str]]:
+class FileIdentity(NamedTuple):
+    """A file of a split that this command does not read, with its :func:`kspace_fingerprint`
+    ("" where it cannot be read: then it is compared as a file only)."""
+
+    path: Path
+    fingerprint: str
+
+
+def file_identities(folder: Path, challenge: Challenge, use_cache: bool = True) -> list[FileIdentity]:
+    """The files of a split with their k-space fingerprints, for comparing its content with the
+    splits a command uses: from the scan cache where it still holds for a file, else one small
+    read per file (not the scan's full validation, which the split gets when a command uses it).
+
+    Raises:
+        UserError: as :func:`list_volume_files` (a missing or empty folder, a broken link).
+    """
+    files = list_volume_files(folder)
+    entries = _load_cache(_cache_file(folder, challenge)) if use_cache else {}
+    identities = []
+    for path in files:
+        entry = entries.get(str(path.resolve()))
+        fingerprint = entry["info"].get("fingerprint", "") if entry and entry["stamp"] == _stamp(path) else ""
+        if not fingerprint:
+            try:
+                with h5py.File(path, "r") as hf:
+                    fingerprint = kspace_fingerprint(hf["kspace"])
+            except (OSError, KeyError, ValueError, IndexError, TypeError):
+                fingerprint = ""  # a bad file is reported when a command reads its split
+        identities.append(FileIdentity(path, fingerprint))
+    return identities
+
+
+def overlapping_files(splits: dict[str, list[Path | VolumeInfo | FileIdentity]]) -> list[tuple[Path, str]]:
     """Every file that two splits share (a training volume scored as unseen data), with why.
 
     Args:
         splits: split name -> its files (a split listed once even if two names share a folder):
-            paths, compared as files (links, second names), or scanned volumes, compared by
-            their content too (:attr:`VolumeInfo.fingerprint`: a copy of a file).
+            paths, compared as files (links, second names), or scanned volumes and
+            :class:`FileIdentity`, compared by their content too (their fingerprint: a copy of a
+            file).
 
     Returns:
         (the file as the later split lists it, the problem), in the order of ``splits``.
@@ -362,9 +395,9 @@ def overlapping_files(splits: dict[str, list[Path | VolumeInfo]]) -> list[tuple[
     shared = []
     for split, entries in splits.items():
         for entry in entries:
-            path = entry.path if isinstance(entry, VolumeInfo) else entry
+            path = entry if isinstance(entry, Path) else entry.path
             keys = [("file", atomic.file_id(path))]
-            if isinstance(entry, VolumeInfo) and entry.fingerprint:
+            if not isinstance(entry, Path) and entry.fingerprint:
                 keys.append(("content", entry.fingerprint))
             others = [owner.setdefault(key, (split, path)) for key in keys]
             other = next((o for o in others if o[0] != split), None)
@@ -375,7 +408,7 @@ def overlapping_files(splits: dict[str, list[Path | VolumeInfo]]) -> list[tuple[
     return shared
 
 
-def check_disjoint(splits: dict[str, list[Path | VolumeInfo]]) -> None:
+def check_disjoint(splits: dict[str, list[Path | VolumeInfo | FileIdentity]]) -> None:
     """Refuses a file that two splits share (see :func:`overlapping_files`).
 
     Raises:

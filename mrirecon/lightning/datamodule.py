@@ -14,8 +14,8 @@ from mrirecon.data.batch import KSpaceBatch, SliceCollator, prepare_batch
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.repetitions import RepetitionTargets, shared_subjects, with_repetition_targets
 from mrirecon.data.samplers import SliceBatchSampler
-from mrirecon.data.volumes import (TRAINING_SPLITS, Challenge, VolumeInfo, check_disjoint, list_volume_files,
-                                   missing_target, scan_volumes, subsample_volumes)
+from mrirecon.data.volumes import (TRAINING_SPLITS, Challenge, FileIdentity, VolumeInfo, check_disjoint,
+                                   file_identities, missing_target, scan_volumes, subsample_volumes)
 from mrirecon import internals
 from mrirecon.errors import UserError
 
@@ -172,7 +172,9 @@ class ReconDataModule(pl.LightningDataModule):
     def _check_splits_disjoint(self) -> None:
         """No file in two of the train, val and test splits (one folder named twice, as
         ``test_split: val``, is one split)."""
-        splits: dict[str, list[Path | VolumeInfo]] = {}  # scanned splits are compared by content too
+        # Scanned splits are compared by their volumes, the others by their files' fingerprints:
+        # both by content, so a copy of a training volume in the test split is found either way.
+        splits: dict[str, list[VolumeInfo | FileIdentity]] = {}
         folders: set[Path] = set()
         for split in ("train", "val", self.test_split):
             folder = self.split_folder(split)
@@ -183,7 +185,7 @@ class ReconDataModule(pl.LightningDataModule):
                 splits[split] = list(self._volumes[split])
             else:
                 try:
-                    splits[split] = list_volume_files(folder)
+                    splits[split] = file_identities(folder, self.challenge, self.use_cache)
                 except UserError:
                     continue  # a split this command does not use is checked when one does
         check_disjoint(splits)

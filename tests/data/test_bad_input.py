@@ -238,6 +238,16 @@ def test_a_copy_of_a_volume_is_the_same_volume_within_a_split_and_across_splits(
     rows = [why for r in check_dataset(root) for _, why in r.bad]
     assert len(rows) == 1 and "hold the same volume (identical k-space, a copy)" in rows[0]
     in_val.unlink()
+    # test reads only its split but compares it with train and val by content too (their
+    # fingerprints from the scan cache, or one small read per file without one).
+    in_test = root / "singlecoil_test" / "copy_of_train.h5"
+    shutil.copy(train, in_test)
+    for use_cache in (True, False):
+        with pytest.raises(UserError) as err:
+            ReconDataModule(str(root), num_workers=0, use_cache=use_cache).setup("test")
+        assert str(err.value).startswith(f"{in_test}: the test split and the train split ({train}) hold the same "
+                                         "volume (identical k-space, a copy)"), err.value
+    in_test.unlink()
     # Another scan of the same shape (one k-space sample changed) is another volume.
     _rewrite(shutil.copy(train, in_val), kspace=_changed_kspace(train))
     ReconDataModule(str(root), num_workers=0).setup("fit")
