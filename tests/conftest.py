@@ -24,3 +24,14 @@ def tiny_multicoil(tmp_path_factory):
     root = tmp_path_factory.mktemp("tinymc") / "data"
     simulate_dataset(root, preset=TINY, challenge="multicoil", seed=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

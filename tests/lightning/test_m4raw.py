@@ -28,12 +28,8 @@ SOURCES = ["scale4", pytest.param("scale1", marks=pytest.mark.slow), "simulated"
 ACCELERATIONS = ("2x", "3x")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread for the whole module (module-scoped, in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=SOURCES)

@@ -13,7 +13,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 import yaml
 from fastmri import evaluate as fastmri_evaluate
 
@@ -24,12 +23,8 @@ from mrirecon.commands.main import main
 SCALES = [4, pytest.param(1, marks=pytest.mark.slow)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread for the whole module (module-scoped, in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=SCALES, ids=lambda s: f"scale{s}")
