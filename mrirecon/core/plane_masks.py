@@ -139,7 +139,7 @@ def gaussian_mask(shape: tuple[int, int], acceleration: float, calibration_radiu
     # Weighted sampling without replacement: the largest log-weights plus Gumbel noise.
     keys = log_weight + np.random.default_rng(seed).gumbel(size=allowed.size)
     mask = calibration.copy()
-    mask.flat[allowed[np.argpartition(-keys, wanted)[:wanted]] if wanted else []] = True
+    mask.flat[allowed[np.argsort(-keys)[:wanted]]] = True
     return mask
 
 
