@@ -34,7 +34,7 @@ from mrirecon.errors import UserError
 Challenge = Literal["singlecoil", "multicoil"]
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
 KSPACE_NDIM = {"singlecoil": 3, "multicoil": 4}
-CACHE_VERSION = 4  # 3: mask, acceleration and target values validated; 4: k-space fingerprints
+CACHE_VERSION = 5  # 3: mask, acceleration and target values validated; 4: k-space fingerprints; 5: no negative targets
 
 
 @dataclass(frozen=True)
@@ -292,6 +292,12 @@ def read_volume_info(
                     # fastMRI's data range is the target's maximum: magnitude images, never all negative.
                     raise UserError(f"{path}: {target_key}: its maximum where it is scored is {peak:g}, not positive: "
                                     "no data range for SSIM/PSNR (a magnitude image is expected)")
+                lowest = float(volume.min()) if volume.size else 0.0
+                if lowest < 0:
+                    # SSIM and PSNR take the maximum as the data range: negative pixels of a
+                    # magnitude image would be scored as signal (a PSNR of 5 dB, exit 0).
+                    raise UserError(f"{path}: {target_key} holds negative values (minimum {lowest:g}): "
+                                    "a magnitude image is expected")
             return dataclasses.replace(info, target_max=target_max)
     except UserError:
         raise

@@ -81,6 +81,10 @@ CASES = {
         lambda p: _rewrite(p, reconstruction_esc=-np.ones((4, 32, 32), np.float32)),
         "reconstruction_esc: its maximum where it is scored is -1, not positive",
     ),
+    "partly negative target": (
+        lambda p: _rewrite(p, reconstruction_esc=np.concatenate([-np.ones((2, 32, 32)), np.ones((2, 32, 32))]).astype(np.float32)),
+        "reconstruction_esc holds negative values (minimum -1): a magnitude image is expected",
+    ),
     "mask as a group": (lambda p: _group(p, "mask"), "'mask' is an HDF5 group, expected a dataset"),
     "kspace as a group": (lambda p: _group(p, "kspace"), "'kspace' is an HDF5 group, expected a dataset"),
     "target as a group": (lambda p: _group(p, "reconstruction_esc"), "'reconstruction_esc' is an HDF5 group"),
