@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
@@ -422,6 +423,11 @@ class Method:
     name: str
     source: str | Path
 
+    def __post_init__(self) -> None:
+        # The name labels a table row and names the folder of a checkpoint's predictions.
+        if not self.name.strip() or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
+            raise UserError(f"--method {self.name!r}={self.source}: a method needs a name without '/' (cs-tv, unet, ...)")
+
     @classmethod
     def parse(cls, text: str) -> "Method":
         """``NAME=PATH`` as ``mrirecon report --method`` takes it."""
@@ -461,6 +467,8 @@ def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Se
         raise UserError("--slices: names the files of one split (sim_test_0000.h5:7); give one --split with it")
     if not methods:
         raise UserError("--method: at least one method to report")
+    if acceleration is not None and not (math.isfinite(acceleration) and acceleration > 1):
+        raise UserError(f"--acceleration {acceleration:g}: an undersampling factor above 1 (4 for 4x)")
     out = Path(out)
     _check_report_keeps_its_inputs(out, methods, names, config.get("data.test_split") or "test")
     lead = atomic.is_lead_process()  # of a distributed run: it alone scores, writes and prints
@@ -589,10 +597,18 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     dm = cli.datamodule
     split = dm.test_split
     volumes = {v.path.name: v for v in dm.evaluation_volumes()}
+    # The figure's settings are checked before any checkpoint reconstructs the split.
     if slices:
         for fname, index in slices:
-            if fname in volumes and not 0 <= index < volumes[fname].num_slices:
+            if fname not in volumes:
+                raise UserError(f"--slices {fname}:{index}: {fname} is not a volume of {dm.split_folder(split)}")
+            if not 0 <= index < volumes[fname].num_slices:
                 raise UserError(f"--slices {fname}:{index}: {fname} has slices 0 to {volumes[fname].num_slices - 1}")
+    if acceleration is not None and not dm.writes_flat_folders():
+        drawn = [float(acc) for _, acc in dm.masks.pairs]
+        if float(acceleration) not in drawn:
+            raise UserError(f"--acceleration {acceleration:g}: {dm.split_folder(split)} is masked at "
+                            + ", ".join(acceleration_label(a) for a in drawn))
 
     names, groups = run_names(given)
     roots: dict[str, Path] = {}

@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     args, overrides = _parser().parse_known_args(argv)
     import numpy as np
 
-    from mrirecon.core.atomic import check_outputs, check_writable_folder
+    from mrirecon.core.atomic import check_outputs, check_writable_folder, first_missing_folder, remove_empty_folders
     from mrirecon.core.masks import ColumnMaskSampler
     from mrirecon.data.volumes import read_volume_info
     from mrirecon.errors import UserError
@@ -78,7 +78,6 @@ def main(argv: list[str]) -> int:
     # an input's own folder) and no two inputs may share an output name.
     check_outputs([(args.out / path.name, path) for path in args.inputs], [*args.inputs, args.ckpt_path],
                   "choose another --out (or reconstruct files of the same name into separate folders)")
-    out = check_writable_folder(args.out)
     adapt = None
     if args.adapt_steps:
         from mrirecon.methods.adaptation import AdaptSettings
@@ -89,6 +88,9 @@ def main(argv: list[str]) -> int:
             raise UserError(str(err).replace("adapt.steps", "--adapt_steps").replace("adapt.lr", "--adapt_lr")) from None
     model = TrainedModel.from_checkpoint(args.ckpt_path, args.device)
     crop = tuple(settings["crop_size"]) if settings.get("crop_size") else None
+    # Every input is read and given its mask before the output folder is made: a refused file
+    # (no mask of its own and no --acceleration the model knows) stops the command with nothing written.
+    plans = []
     for path in args.inputs:
         if not path.is_file():
             raise UserError(f"{path}: no such file")
@@ -103,14 +105,24 @@ def main(argv: list[str]) -> int:
             pair = accelerations.index(args.acceleration)
             mask, num_low = masks.fixed(path.name, info.num_cols, pair, info.padding)
             acceleration = args.acceleration
-        images = model.reconstruct(read_kspace(path), mask, info.reconstruction_size(crop), num_low, args.batch_size, adapt)
-        if not np.isfinite(images).all():
-            raise UserError(f"{path}: the reconstruction is not finite (a diverged or damaged model)")
-        target = out / path.name
-        write_reconstruction(target, images, {"acceleration": float(acceleration)})
-        adapted = model.last_adaptation
-        note = f", adapted in {adapted.seconds:.1f} s ({adapted.steps_taken[0]} steps kept)" if adapted else ""
-        print(f"{path} -> {target} ({float(acceleration):g}x, {images.shape[0]} slices of {images.shape[1]}x{images.shape[2]}{note})")
+        plans.append((path, info, mask, num_low, acceleration))
+    created = first_missing_folder(args.out)
+    out = check_writable_folder(args.out)
+    written = False
+    try:
+        for path, info, mask, num_low, acceleration in plans:
+            images = model.reconstruct(read_kspace(path), mask, info.reconstruction_size(crop), num_low, args.batch_size, adapt)
+            if not np.isfinite(images).all():
+                raise UserError(f"{path}: the reconstruction is not finite (a diverged or damaged model)")
+            target = out / path.name
+            write_reconstruction(target, images, {"acceleration": float(acceleration)})
+            written = True
+            adapted = model.last_adaptation
+            note = f", adapted in {adapted.seconds:.1f} s ({adapted.steps_taken[0]} steps kept)" if adapted else ""
+            print(f"{path} -> {target} ({float(acceleration):g}x, {images.shape[0]} slices of {images.shape[1]}x{images.shape[2]}{note})")
+    finally:
+        if not written:
+            remove_empty_folders(created)  # the folder this command made, if nothing reached it
     return 0
 
 

@@ -44,7 +44,9 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _fsync(path: str) -> None:
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flushes a written file to the disk, so that a rename onto its final name never exposes a
+    file whose content is still only in memory."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -73,7 +75,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise UserError(f"{final_path(path)}: cannot write ({describe_os_error(err)})") from None
     try:
         yield Path(tmp)
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
     except OSError as err:
         raise UserError(f"{final_path(path)}: cannot write ({describe_os_error(err)})") from None
@@ -219,12 +221,18 @@ def final_path(path: str | os.PathLike) -> Path:
     """Where ``path``, written now under a :func:`staged_folder`, will be once it is swapped in
     (``path`` itself when it is under none): the path to print or record."""
     path = Path(path)
-    for staging, folder in _ACTIVE_STAGING:
+    for staging, folder in reversed(_ACTIVE_STAGING):  # innermost first: stagings may nest
         try:
-            return folder / path.relative_to(staging)
+            path = folder / path.relative_to(staging)
         except ValueError:
             continue
     return path
+
+
+def is_staged(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in a :func:`staged_folder` now being written (whose swap will make
+    everything written there appear at once)."""
+    return final_path(path) != Path(path)
 
 
 @contextlib.contextmanager

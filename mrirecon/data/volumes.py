@@ -331,7 +331,7 @@ def list_volume_files(folder: Path) -> list[Path]:
     """The ``*.h5`` files of a folder, sorted.
 
     Raises:
-        UserError: for a missing or empty folder, a broken link, and one file listed under two
+        UserError: for a missing or empty folder, a broken link, a folder named ``*.h5``, and one file listed under two
             names (it would be scored twice, with two different masks seeded by the names).
     """
     folder = Path(folder)
@@ -341,6 +341,10 @@ def list_volume_files(folder: Path) -> list[Path]:
     for path in sorted(p for p in folder.iterdir() if p.suffix == ".h5"):
         if path.is_symlink() and not path.exists():
             raise UserError(f"{path}: broken link (to {os.readlink(path)})")
+        if path.is_dir():
+            # A volume unpacked into a folder of its name (or a folder of volumes): skipping it
+            # would score the split without it.
+            raise UserError(f"{path}: a folder, not a volume file (an HDF5 file is expected under this name)")
         if path.is_file():
             files.append(path)
     if not files:

@@ -7,6 +7,7 @@ split) the folder is flat, as fastMRI's leaderboard expects.
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,11 +23,16 @@ from mrirecon.evaluation.results import acceleration_label
 
 def write_reconstruction(path: Path, reconstruction: np.ndarray, attrs: Mapping[str, Any] | None = None) -> None:
     """Atomically write one volume (slices, h, w) as float32 under ``reconstruction``."""
-    with atomic.atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as hf:
-            hf.create_dataset("reconstruction", data=reconstruction.astype(np.float32))
-            for key, value in (attrs or {}).items():
-                hf.attrs[key] = value
+    # Built in memory and written with one plain write: when the disk fills under HDF5's own
+    # writes, h5py reports nothing, closes a file with holes (which would be renamed into place
+    # as a partly zeroed reconstruction) and can crash the interpreter at exit; a plain write
+    # fails with an OSError that atomic_path reports in one line.
+    image = io.BytesIO()
+    with h5py.File(image, "w") as hf:
+        hf.create_dataset("reconstruction", data=reconstruction.astype(np.float32))
+        for key, value in (attrs or {}).items():
+            hf.attrs[key] = value
+    atomic.write_bytes(path, image.getbuffer())
 
 
 def volume_output_path(out_dir: Path, fname: str, acceleration: float, per_acceleration: bool) -> Path:

@@ -34,7 +34,8 @@ class ReconstructionWriter(pl.Callback):
         # Before the first slice: writing into the split's own folder (flat outputs carry the
         # inputs' names) must not replace the k-space files being read.
         accelerations = [acc for _, acc in dm.masks.pairs] if per_acceleration else [0.0]
-        check_outputs([(volume_output_path(self.output_dir, v.path.name, acc, per_acceleration), v.path)
+        final = final_path(self.output_dir)  # where a staged output will be swapped in
+        check_outputs([(volume_output_path(final, v.path.name, acc, per_acceleration), v.path)
                        for v in volumes for acc in accelerations], [v.path for v in volumes],
                       "choose an output folder outside the data")
         self.assembler = VolumeAssembler(self.output_dir, per_acceleration, {v.path.name: v.num_slices for v in volumes})

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import signal
 import sys
@@ -150,6 +151,27 @@ class BestCheckpoint(ModelCheckpointHooks, ModelCheckpoint):
 
     def can_rank(self, monitor_candidates: dict[str, Any]) -> bool:
         return self.monitor is None or self.monitor in monitor_candidates
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the ranking of a resumed run whose checkpoint folder is now spelled otherwise.
+
+        Lightning restores the best scores only when the stored folder is the same string:
+        a run made with a relative ``save_dir`` (``runs``) and resumed through its absolute
+        path, or a run folder moved since, would lose them, so the next validation, however
+        poor, became the best and the earlier best files were never removed (two ``best-*``
+        with ``save_top_k: 1``). The stored paths are moved onto this folder when every ranked
+        file is found there: the same run, wherever it now lies.
+        """
+        stored, here = state_dict.get("dirpath"), self.dirpath
+        ranked = state_dict.get("best_k_models") or {}
+        if stored and here and stored != here and ranked and all(
+                os.path.dirname(p) == stored and os.path.isfile(os.path.join(here, os.path.basename(p))) for p in ranked):
+            def moved(path: str) -> str:
+                return os.path.join(here, os.path.basename(path)) if path and os.path.dirname(path) == stored else path
+
+            state_dict = {**state_dict, "dirpath": here, "best_k_models": {moved(p): v for p, v in ranked.items()},
+                          **{key: moved(state_dict.get(key, "")) for key in ("best_model_path", "kth_best_model_path", "last_model_path")}}
+        super().load_state_dict(state_dict)
 
 
 class LastCheckpoint(Checkpoint):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
 import torch
+import yaml
 from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, SaveConfigCallback
@@ -378,6 +379,23 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
                 raise UserError(f"{ckpt}: its optimiser has {key}={before!r}, the config sets optimizer.init_args.{key}="
                                 f"{value!r}, but a resumed fit continues the checkpoint's optimiser; {own_config}")
 
+    def _check_resume_keeps_data(self) -> None:
+        """A resumed fit continues the run's training problem: the same masks, targets, batches
+        and subsets (the data order and masks resume where they stopped). A config that changes
+        them would train a run whose config.yaml and curves describe two problems as one; where
+        the data lie, how many workers read them and what test evaluates may change."""
+        ckpt = self._section().get("ckpt_path")
+        saved = (peek_checkpoint(ckpt).get("datamodule_hyper_parameters") or {}) if ckpt else {}
+        if not saved:
+            return
+        configured = self.datamodule.hparams
+        own_config = f"resume with the run's own data settings ({run_folder_of(Path(ckpt)) / 'config.yaml'})"
+        for key in _RESUMED_DATA_SETTINGS:
+            if key in saved and not _same_setting(saved[key], configured.get(key)):
+                raise UserError(f"{ckpt}: was trained with data.{key}={saved[key]!r}, the config sets data.{key}="
+                                f"{configured.get(key)!r}; a resumed fit continues the run's training; {own_config}, "
+                                "or train a new run")
+
     def _lock_run(self) -> None:
         """Two fits in one run folder (a resume while the run still trains, two resumes at once)
         would both write into it: the fit holds a lock on its run folder from here to its end."""
@@ -405,6 +423,7 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
         self._check_network_matches_checkpoint()
         self._check_fit_settings()
         self._check_resume_keeps_optimizer()
+        self._check_resume_keeps_data()
         log_dir = self.trainer.log_dir
         self._new_run: Optional[Path] = None
         # The highest folder this run creates, removed again if it fails before its first step;
@@ -428,12 +447,34 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
         ckpt = Path(self._section()["ckpt_path"])
         return run_folder_of(ckpt) / kind / f"{ckpt.stem}_{self.datamodule.test_split}"
 
-    def _created_output_folder(self, folder: Path) -> Path:
-        """``folder``, created and proved writable; what was created is taken back if the
-        command then fails with nothing written there (:meth:`on_subcommand_failure`)."""
-        if self.trainer.is_global_zero:
-            self._created_output = atomic.first_missing_folder(folder)
-        return atomic.check_writable_folder(folder)
+    def _output_folder(self, folder: Path) -> Path:
+        """Where to write the content of ``folder``: a staging folder that is swapped in whole
+        when the command has succeeded (:meth:`_publish_output`), so a test or predict that fails
+        half-way (a full disk, a damaged volume, Ctrl-C) leaves the previous output as it was and
+        no new folder with only some of its files; ``folder`` itself when it lies inside a
+        staging folder already (a baseline's or a report's, which is swapped in whole)."""
+        if atomic.is_staged(folder):
+            if self.trainer.is_global_zero:
+                self._created_output = atomic.first_missing_folder(folder)
+            return atomic.check_writable_folder(folder)
+        self._staging = atomic.staged_folder(folder)
+        return self._staging.__enter__()
+
+    def _publish_output(self) -> None:
+        """Swaps the staged output in (the lead, once every process has written its part)."""
+        staging, self._staging = getattr(self, "_staging", None), None
+        if staging is not None:
+            self.output_dir = atomic.final_path(self.output_dir)
+            staging.__exit__(None, None, None)
+        # Whoever reads the outputs next (a report, any process of this run) finds them whole.
+        self.trainer.strategy.barrier("mrirecon: outputs written")
+
+    def _discard_output(self) -> None:
+        staging, self._staging = getattr(self, "_staging", None), None
+        if staging is not None:
+            failed = RuntimeError(f"mrirecon {self.subcommand} failed")
+            staging.__exit__(type(failed), failed, None)
+        atomic.remove_empty_folders(getattr(self, "_created_output", None))
 
     def _require_checkpoint(self) -> None:
         """A trained network needs its checkpoint; a parameter-free method (zero-filled, CS-TV:
@@ -466,15 +507,14 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
     def before_test(self) -> None:
         self._require_checkpoint()
         self._apply_adaptation()
-        self.output_dir = self._created_output_folder(self._evaluation_output("test"))
+        self.output_dir = self._output_folder(self._evaluation_output("test"))
         if self.request.reconstructions_dir is not None:
             self.trainer.callbacks.append(ReconstructionWriter(self.request.reconstructions_dir))
 
     def after_test(self) -> None:
         """Writes and prints the test's results (rank 0), and adds them to the checkpoint's run."""
         self._publish_test_results()
-        # Whoever reads the outputs next (a report, any process of this run) finds them whole.
-        self.trainer.strategy.barrier("mrirecon: test outputs written")
+        self._publish_output()
 
     def _publish_test_results(self) -> None:
         results = self.model.test_results
@@ -499,7 +539,7 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
     def before_predict(self) -> None:
         self._require_checkpoint()
         self._apply_adaptation()
-        self.output_dir = out = self._created_output_folder(self._evaluation_output("reconstructions"))
+        self.output_dir = out = self._output_folder(self._evaluation_output("reconstructions"))
         self.trainer.callbacks.append(ReconstructionWriter(out))
         # The writer has them; keeping every prediction in memory too would not fit a large split.
         self.config_init["predict"]["return_predictions"] = False
@@ -508,14 +548,13 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
 
     def after_predict(self) -> None:
         self._adaptation_record()  # the time it took, on the terminal
-        # Every process has written its volumes before any reads them (a report scores them next).
-        self.trainer.strategy.barrier("mrirecon: reconstructions written")
+        self._publish_output()
 
     def on_subcommand_failure(self, subcommand: str) -> None:
         """A fit that fails before its first step leaves no run folder behind; a test or predict
-        that fails leaves no empty output folder."""
+        that fails leaves its output folder as it was."""
         self._release_run_lock()
-        atomic.remove_empty_folders(getattr(self, "_created_output", None))
+        self._discard_output()
         new_run = getattr(self, "_new_run", None)
         if subcommand == "fit" and new_run is not None and self.trainer.global_step == 0 and self.trainer.is_global_zero:
             shutil.rmtree(new_run, ignore_errors=True)
@@ -528,6 +567,11 @@ def _build(spec: Any, first_argument: Any) -> Any:
     module, name = str(spec["class_path"]).rsplit(".", 1)
     cls = getattr(importlib.import_module(module), name)
     return cls(first_argument, **dict(spec.get("init_args") or {}))
+
+
+# The data settings that define what a run trains on; see _check_resume_keeps_data.
+_RESUMED_DATA_SETTINGS = ("challenge", "mask_type", "accelerations", "center_fractions", "crop_size", "batch_size",
+                          "sample_rate", "volume_sample_rate", "val_volume_sample_rate", "repetitions", "seed")
 
 
 def _same_setting(a: Any, b: Any) -> bool:
@@ -587,6 +631,7 @@ def build_cli(argv: ConfigArgs, run: bool = True, request: Optional[EvaluationRe
         subcommand = argv.get("subcommand") if run else None
     else:
         subcommand = argv[0] if run and argv and not argv[0].startswith("-") else None
+    _check_config_files(argv)
     try:
         with lightning_quietly():
             # We always pass the arguments (a subcommand's, not sys.argv), which LightningCLI
@@ -625,6 +670,27 @@ def _state_dict_mismatch(err: RuntimeError, argv: ConfigArgs) -> str:
     return f"{ckpt}: checkpoint does not match the model in the config ({detail})"
 
 
+def _check_config_files(argv: ConfigArgs) -> None:
+    """An empty config file, or one that is not a mapping of sections, named in one line
+    (jsonargparse says only "Unexpected config")."""
+    if isinstance(argv, Mapping):
+        return
+    argv = [str(a) for a in argv]
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        if path is None:
+            continue
+        try:
+            values = yaml.safe_load(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # the parser names a missing or unreadable file, and a YAML mistake with its line
+        sections = "a YAML mapping of sections (trainer:, model:, data:, ...)"
+        if values is None:
+            raise UserError(f"{path}: the config is empty; a config is {sections}, as configs/demo.yaml")
+        if not isinstance(values, dict):
+            raise UserError(f"{path}: a config is {sections}, got a {type(values).__name__}")
+
+
 class _ConfigReader(MriReconCLI):
     """Parses and validates a config without building its objects (see :func:`read_config`)."""
 
@@ -640,6 +706,7 @@ def read_config(argv: ConfigArgs) -> dict[str, Any]:
     Raises:
         UserError: an unknown key or a bad value, as one line.
     """
+    _check_config_files(argv)
     try:
         with lightning_quietly():
             warnings.filterwarnings("ignore", message=internals.CLI_ARGS_WARNING)

@@ -201,10 +201,15 @@ class Unet(nn.Module):
             skip = stack.pop()
             output = transpose_conv(output)
             # Pooling floored odd sizes, so the upsampled map can be one pixel short.
-            pad_right = int(output.shape[-1] != skip.shape[-1])
-            pad_bottom = int(output.shape[-2] != skip.shape[-2])
-            if pad_right or pad_bottom:
-                output = F.pad(output, [0, pad_right, 0, pad_bottom], "reflect")
+            if torch.compiler.is_exporting():
+                # The same padding as a function of the shapes, without a branch on them, so
+                # that one exported graph (ONNX) serves every image size, odd ones included.
+                output = F.pad(output, [0, skip.shape[-1] - output.shape[-1], 0, skip.shape[-2] - output.shape[-2]], "reflect")
+            else:
+                pad_right = int(output.shape[-1] != skip.shape[-1])
+                pad_bottom = int(output.shape[-2] != skip.shape[-2])
+                if pad_right or pad_bottom:
+                    output = F.pad(output, [0, pad_right, 0, pad_bottom], "reflect")
             output = torch.cat([output, skip], dim=1)
             output = conv(output)
         return output + image if self.residual else output

@@ -161,13 +161,13 @@ def test_a_failed_report_leaves_the_previous_one_whole(tiny_singlecoil, tmp_path
             main(["report", "--config", str(config), "--method", f"zf={zf}", "--out", str(out), "--no_progress", *extra])
         return done.value.code, capsys.readouterr().err
 
-    # Found only after scoring (the figure's slices, its acceleration): nothing is written.
+    # The figure's slices and acceleration: refused in one line, nothing is written.
     test_file = sorted((tiny_singlecoil / "singlecoil_test").glob("*.h5"))[0].name
-    for extra, message in [(("--slices", "nope.h5:0"), "--slices nope.h5: not a volume"),
+    for extra, message in [(("--slices", "nope.h5:0"), "--slices nope.h5:0: nope.h5 is not a volume of"),
                            (("--slices", f"{test_file}:99"), f"--slices {test_file}:99: {test_file} has slices 0 to 3"),
                            (("--slices", test_file), "expected FILE:SLICE"),
                            (("--slices", f"{test_file}:1:2"), "expected FILE:SLICE, one slice each"),
-                           (("--acceleration", "5"), "no method has reconstructions at 5x")]:
+                           (("--acceleration", "5"), "singlecoil_test is masked at 4x")]:
         code, err = report(*extra)
         assert code == 2 and message in err and "Traceback" not in err, err
         assert not out.exists() and not list(tmp_path.glob(".report*")), list(tmp_path.iterdir())
@@ -217,3 +217,33 @@ def test_a_report_into_or_over_a_folder_it_reads_is_refused_before_any_work(tiny
         result = run_cli("report", "--config", config, "--method", f"zf={zf}", "--out", out, "--no_progress")
         assert result.code == 0, result.err
         assert (out / "report.md").is_file() and (zf / "metrics.csv").read_bytes() == before[zf / "metrics.csv"]
+
+
+def test_bad_names_accelerations_and_slices_are_refused_before_any_checkpoint_runs(tiny_singlecoil, tmp_path, monkeypatch):
+    from cli_helpers import assert_user_error
+
+    import mrirecon.api as api
+
+    def never(*args, **kwargs):
+        raise AssertionError("a checkpoint was run before the arguments were checked")
+
+    monkeypatch.setattr(api, "predict", never)
+    monkeypatch.setattr(api, "_network_of_checkpoint", never)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_path": str(tiny_singlecoil), "num_workers": 0,
+                                               "center_fractions": [0.08, 0.04], "accelerations": [4, 8]}}))
+    ckpt = tmp_path / "unet.ckpt"
+    ckpt.write_bytes(b"never read")
+    report = ["report", "--config", config, "--out", tmp_path / "r", "--no_progress"]
+    for name in ["", " ", "a/b", "..", "a\\b"]:
+        assert_user_error(run_cli(*report, "--method", f"{name}={ckpt}"), f"--method {name!r}", "a method needs a name without '/'")
+    for acceleration, message in [("0", "--acceleration 0: an undersampling factor above 1"),
+                                  ("nan", "--acceleration nan: an undersampling factor above 1"),
+                                  ("6", "singlecoil_test is masked at 4x, 8x")]:
+        assert_user_error(run_cli(*report, "--method", f"unet={ckpt}", "--acceleration", acceleration), f"--acceleration {acceleration}", message)
+    volume = sorted((tiny_singlecoil / "singlecoil_test").glob("*.h5"))[0].name
+    assert_user_error(run_cli(*report, "--method", f"unet={ckpt}", "--slices", "nope.h5:0"),
+                      "--slices nope.h5:0: nope.h5 is not a volume of", "singlecoil_test")
+    assert_user_error(run_cli(*report, "--method", f"unet={ckpt}", "--slices", f"{volume}:99"),
+                      f"--slices {volume}:99: {volume} has slices 0 to 3")
+    assert not (tmp_path / "r").exists()

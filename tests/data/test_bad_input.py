@@ -204,6 +204,13 @@ def test_a_split_listing_one_file_twice_or_a_broken_link_is_refused(tiny_singlec
         ReconDataModule(str(root), num_workers=0).setup("fit")
     rows = [(p, why) for r in check_dataset(root) for p, why in r.bad]
     assert rows == [(broken, f"broken link (to {tmp_path / 'nowhere.h5'})")]
+    broken.unlink()
+    folder = first.parent / "unpacked.h5"
+    folder.mkdir()  # skipped before: the split was scored without it
+    with pytest.raises(UserError, match=f"{folder}: a folder, not a volume file"):
+        ReconDataModule(str(root), num_workers=0).setup("fit")
+    assert [(p, why) for r in check_dataset(root) for p, why in r.bad] == [
+        (folder, "a folder, not a volume file (an HDF5 file is expected under this name)")]
 
 
 @pytest.mark.parametrize("other", ["val", "test"])

@@ -318,6 +318,16 @@ def test_unknown_key_in_the_yaml(run, tmp_path):
     assert_user_error(run_cli("fit", "--config", path), "bogus_key")
 
 
+@pytest.mark.parametrize("text, problem", [("", "the config is empty"), ("# only a comment\n", "the config is empty"),
+                                           ("- a\n- b\n", "a config is a YAML mapping of sections (trainer:, model:, data:, ...), got a list")])
+@pytest.mark.parametrize("command", ["fit", "test", "baseline", "report"])
+def test_an_empty_config_or_one_that_is_not_a_mapping(tmp_path, text, problem, command):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    extra = {"baseline": ["--method", "zero-filled"], "report": ["--method", f"a={tmp_path}"]}.get(command, [])
+    assert_user_error(run_cli(command, "--config", path, *extra), f"{path}: {problem}")
+
+
 def test_bad_value_names_key_and_reason(run):
     config, _ = run
     line = assert_user_error(run_cli("fit", "--config", config, "--model.loss", "huber"), "model.loss", "huber")

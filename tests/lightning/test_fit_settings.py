@@ -3,6 +3,8 @@ or records untruly: each is one line before the first step (issue 17's battery).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cli_helpers import assert_ok, assert_user_error, load_ckpt, run_cli, write_config
@@ -125,3 +127,48 @@ def test_validating_every_zero_epochs_is_refused(config, tmp_path):
                               "--trainer.logger.init_args.save_dir", tmp_path),
                       "trainer.check_val_every_n_epoch: 0")
     assert not any(tmp_path.iterdir())
+
+
+def test_resuming_with_other_data_settings_is_refused(config, tmp_path):
+    assert_ok(run_cli("fit", "--config", config, "--trainer.max_steps", 1, "--trainer.limit_val_batches", 0,
+                      "--trainer.logger.init_args.save_dir", tmp_path))
+    ckpt = tmp_path / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    for key, value, saved, also in [("accelerations", "[4, 6]", "[4, 8]", ()),
+                                    ("accelerations", "[4]", "[4, 8]", ("--data.center_fractions", "[0.08]")),
+                                    ("center_fractions", "[0.08, 0.08]", "[0.08, 0.04]", ()),
+                                    ("batch_size", 2, "4", ()), ("mask_type", "equispaced", "'random'", ())]:
+        line = assert_user_error(run_cli("fit", "--config", config, "--ckpt_path", ckpt, f"--data.{key}", value, *also,
+                                         "--trainer.max_steps", 2),
+                                 str(ckpt), f"was trained with data.{key}={saved}", f"the config sets data.{key}=", "config.yaml")
+        assert "a resumed fit continues the run's training" in line
+    assert load_ckpt(ckpt)["global_step"] == 1  # nothing was trained on
+    config_yaml = (ckpt.parent.parent / "config.yaml").read_text()
+    assert "equispaced" not in config_yaml and "- 8" in config_yaml  # the run's config as it was
+    # How the data are read may change: more workers, another test split.
+    assert_ok(run_cli("fit", "--config", config, "--ckpt_path", ckpt, "--data.num_workers", 1, "--data.test_split", "val",
+                      "--trainer.max_steps", 2, "--trainer.limit_val_batches", 0))
+    assert load_ckpt(ckpt)["global_step"] == 2
+
+
+def test_a_run_resumed_through_another_spelling_of_its_folder_keeps_its_best(config, tmp_path, monkeypatch):
+    """A run made with a relative save_dir and resumed with --ckpt_path last (whose folder is
+    then absolute) kept Lightning's ranking only when both spellings matched: the resumed
+    epochs' first validation became the best whatever its score, and the old best file stayed."""
+    import yaml
+
+    from cli_helpers import checkpoint_state, events, scalar_steps
+
+    monkeypatch.chdir(tmp_path)
+    relative = write_config(tmp_path / "relative.yaml", yaml.safe_load(config.read_text())["data"]["data_path"], "runs")
+    assert_ok(run_cli("fit", "--config", relative, "--trainer.max_epochs", 2, "--checkpoint.save_top_k", 1))
+    run = tmp_path / "runs" / "tiny" / "version_0"
+    before = checkpoint_state(load_ckpt(run / "checkpoints" / "last.ckpt"))
+    assert before["dirpath"] == "runs/tiny/version_0/checkpoints"  # spelled as the config spells it
+    assert_ok(run_cli("fit", "--config", relative, "--ckpt_path", "last", "--trainer.max_epochs", 4,
+                      "--checkpoint.save_top_k", 1, "--optimizer.lr", 0.001))
+    state = checkpoint_state(load_ckpt(run / "checkpoints" / "last.ckpt"))
+    scores = dict(scalar_steps(events(run), "val/ssim"))
+    assert len(scores) == 4
+    assert float(state["best_model_score"]) == pytest.approx(max(scores.values()), abs=1e-6)
+    assert [p.name for p in (run / "checkpoints").glob("best-*.ckpt")] == [Path(state["best_model_path"]).name]
+    assert len(state["best_k_models"]) == 1
