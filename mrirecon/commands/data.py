@@ -1,4 +1,4 @@
-"""``mrirecon data simulate|check``: make or validate fastMRI-format data (no Lightning)."""
+"""``mrirecon data simulate|convert|check``: make, convert or validate datasets (no Lightning)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mrirecon.data.anatomy import NAMED_SOURCES
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="mrirecon data", description="Simulate or check fastMRI-format data.")
+    parser = ArgumentParser(prog="mrirecon data", description="Simulate, convert or check datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="write a fastMRI-format dataset simulated from real anatomy")
@@ -41,7 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--overwrite", action="store_true", help="replace split folders of a previous simulation in --out")
     sim.add_argument("--no_progress", "--no-progress", dest="no_progress", action="store_true")
 
-    chk = sub.add_parser("check", help="validate a dataset folder and print a summary")
+    conv = sub.add_parser("convert", help="convert another dataset's download into a mrirecon dataset folder")
+    conv.add_argument("source", type=Path, help="the download's top folder (CMRxRecon: the one holding MultiCoil/)")
+    conv.add_argument("--format", required=True, choices=["cmrxrecon"], help="the download's format: cmrxrecon (2023 cine)")
+    conv.add_argument("--out", required=True, type=Path, help="dataset folder to write (swapped in whole)")
+    conv.add_argument("--challenge", default="multicoil", choices=["singlecoil", "multicoil"])
+    conv.add_argument("--val_fraction", "--val-fraction", dest="val_fraction", type=float, default=0.1,
+                      help="fraction of TrainingSet patients for val (default 0.1)")
+    conv.add_argument("--test_fraction", "--test-fraction", dest="test_fraction", type=float, default=0.1,
+                      help="fraction of TrainingSet patients for test (default 0.1)")
+    conv.add_argument("--seed", type=int, default=0, help="seed of the patients' split")
+
+    chk = sub.add_parser("check", help="validate a dataset folder (or a CMRxRecon download) and print a summary")
     chk.add_argument("path", type=Path)
     chk.add_argument("--skip_finite", "--skip-finite", dest="skip_finite", action="store_true",
                      help="do not scan k-space and targets for NaN/Inf (faster)")
@@ -71,8 +82,25 @@ def main(argv: list[str]) -> int:
               f"sources: {sources}")
         return 0
 
-    from mrirecon.data.check import check_dataset, format_report
+    if args.command == "convert":
+        from mrirecon.data.cmrxrecon import convert_cine
+        from mrirecon.errors import UserError
 
+        if args.out.resolve() == args.source.resolve() or args.source.resolve() in args.out.resolve().parents:
+            raise UserError(f"--out {args.out}: inside the download {args.source}; choose a folder outside it")
+        counts = convert_cine(args.source, args.out, args.challenge, args.val_fraction, args.test_fraction, args.seed)
+        print(f"wrote {args.out}: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) + " volumes")
+        return 0
+
+    from mrirecon.data.check import check_dataset, cmrxrecon_challenges, format_cmrxrecon_report, format_report
+
+    if args.path.is_dir() and cmrxrecon_challenges(args.path):
+        text, bad = format_cmrxrecon_report(args.path)
+        print(text)
+        if bad:
+            print(f"mrirecon: error: {args.path}: {bad} bad file(s)", file=sys.stderr)
+            return 1
+        return 0
     reports = check_dataset(args.path, check_finite=not args.skip_finite)
     print(format_report(reports))
     bad = sum(len(r.bad) for r in reports)

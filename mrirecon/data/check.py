@@ -52,6 +52,30 @@ def split_folders(path: Path) -> list[tuple[Path, Challenge]]:
     raise UserError(f"{path}: empty, or no singlecoil_*/multicoil_* split folders with .h5 volumes")
 
 
+def cmrxrecon_challenges(path: Path) -> list[Challenge]:
+    """The challenges of a CMRxRecon download at ``path`` (its ``MultiCoil/Cine``, ``SingleCoil/Cine``)."""
+    from mrirecon.data.cmrxrecon import COIL_FOLDERS
+
+    return [c for c, folder in COIL_FOLDERS.items() if (Path(path) / folder / "Cine").is_dir()]  # type: ignore[misc]
+
+
+def format_cmrxrecon_report(path: Path) -> tuple[str, int]:
+    """``data check`` of a CMRxRecon download: a table per challenge and the bad files; and
+    their number. Training reads the converted folder (``mrirecon data convert``)."""
+    from mrirecon.data.cmrxrecon import check_cine_tree
+
+    lines, bad_count = [], 0
+    for challenge in cmrxrecon_challenges(path):
+        rows, bad = check_cine_tree(path, challenge)
+        header = ["CMRxRecon cine", "files", "patients", "kspace kx x ky", "coils", "slices", "frames"]
+        lines.append(text_table(header, rows))
+        lines += [f"  {p}: {why}" for p, why in bad]
+        bad_count += len(bad)
+    lines.append(f"a CMRxRecon download: convert it for training with mrirecon data convert {path} --format cmrxrecon "
+                 "--out DIR")
+    return "\n".join(lines), bad_count
+
+
 def check_dataset(path: Path, check_finite: bool = True, use_cache: bool = True) -> list[SplitReport]:
     """Validate every file under ``path`` as the commands that read it would; never raises for a
     bad file, only for a bad folder.

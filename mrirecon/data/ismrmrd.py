@@ -38,16 +38,20 @@ def read_geometry(raw: bytes | str, num_cols: int, path: Path) -> tuple[tuple[in
     return recon, (left, right)
 
 
-def header_bytes(height: int, width: int, r: int, fov_mm: float, slice_mm: float,
+def header_bytes(height: int, width: int, r: int | tuple[int, int], fov_mm: float, slice_mm: float,
                     slices: int, coils: int, acquisition: str, repetitions: tuple[str, ...] = ()) -> bytes:
     """An ISMRMRD XML header with what fastMRI's SliceDataset reads, and the geometry.
+
+    ``r`` is the reconstruction size: square (one number) or (rows, columns), ``fov_mm`` the
+    field of view of its rows.
 
     The phase-encode limits span all ``width`` columns with the centre at ``width // 2``, so
     SliceDataset's padding is 0 on the left and ``width`` on the right. ``repetitions`` (file
     stems, this file's first) adds M4Raw's ``repetitionInformation``: the group and the other
     repetitions' measurement IDs, as its files list them.
     """
-    pixel = fov_mm / r
+    recon_rows, recon_cols = (r, r) if isinstance(r, int) else r
+    pixel = fov_mm / recon_rows
 
     def xyz(x: float, y: float, z: float) -> dict:
         return {"x": x, "y": y, "z": z}
@@ -68,8 +72,8 @@ def header_bytes(height: int, width: int, r: int, fov_mm: float, slice_mm: float
                 "fieldOfView_mm": xyz(height * pixel, width * pixel, slice_mm),
             },
             "reconSpace": {
-                "matrixSize": xyz(r, r, 1),
-                "fieldOfView_mm": xyz(fov_mm, fov_mm, slice_mm),
+                "matrixSize": xyz(recon_rows, recon_cols, 1),
+                "fieldOfView_mm": xyz(fov_mm, recon_cols * pixel, slice_mm),
             },
             "encodingLimits": {
                 "kspace_encoding_step_1": limits(width - 1),
