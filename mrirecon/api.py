@@ -451,12 +451,15 @@ class Report:
 
 def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Sequence[str] | None = None,
            out: str | Path = "runs/report", acceleration: float | None = None,
-           slices: Sequence[tuple[str, int]] | None = None, progress: bool = True) -> Report:
+           slices: Sequence[tuple[str, int]] | None = None, progress: bool = True,
+           protocol: str = "fastmri") -> Report:
     """Scores every method on each split and writes ``report.md``, ``report.csv``,
     ``metrics.csv``, ``summary.json`` and ``comparison.png`` (``<out>/<split>/`` for several).
 
     A name given several times is several runs of one method (training seeds): its rows show
-    the mean over runs and their range.
+    the mean over runs and their range. ``protocol``: ``fastmri`` (as ``test`` scores) or
+    ``cmrxrecon`` (the CMRxRecon 2023 leaderboard's images and metrics,
+    :mod:`mrirecon.evaluation.cmrxrecon`).
     """
     from mrirecon.core import atomic
     from mrirecon.evaluation.results import format_runs_table, format_split_tables
@@ -469,6 +472,10 @@ def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Se
         raise UserError("--method: at least one method to report")
     if acceleration is not None and not (math.isfinite(acceleration) and acceleration > 1):
         raise UserError(f"--acceleration {acceleration:g}: an undersampling factor above 1 (4 for 4x)")
+    from mrirecon.evaluation.scoring import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--protocol {protocol}: one of {', '.join(PROTOCOLS)}")
     out = Path(out)
     _check_report_keeps_its_inputs(out, methods, names, config.get("data.test_split") or "test")
     lead = atomic.is_lead_process()  # of a distributed run: it alone scores, writes and prints
@@ -478,7 +485,8 @@ def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Se
     with atomic.staged_folder(out) as work:
         for split in names:
             target = work if len(names) == 1 else work / split
-            name, runs, scored = _report_split(config, split, list(methods), target, acceleration, slices, progress)
+            name, runs, scored = _report_split(config, split, list(methods), target, acceleration, slices, progress,
+                                               protocol)
             by_split[name], results[name] = runs, scored
         if len(names) > 1 and lead:
             sections = "\n\n".join(f"- [{name}]({name}/report.md)" for name in by_split)
@@ -566,7 +574,7 @@ def _network_of_checkpoint(path: Path) -> dict[str, Any]:
 
 def _report_split(config: RunConfig, split: str | None, given: list[Method], out: Path,
                   acceleration: float | None, slices: Sequence[tuple[str, int]] | None,
-                  progress: bool) -> tuple[str, dict, "EvaluationResults"]:
+                  progress: bool, protocol: str = "fastmri") -> tuple[str, dict, "EvaluationResults"]:
     """Scores every method on one split; returns the split's name, its runs and results.
 
     ``out``: where the files are written now (a staging folder); the files and results record
@@ -597,6 +605,15 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     dm = cli.datamodule
     split = dm.test_split
     volumes = {v.path.name: v for v in dm.evaluation_volumes()}
+    if protocol == "cmrxrecon":
+        # Checked before any checkpoint reconstructs the split: every volume has its grid.
+        from mrirecon.data.cmrxrecon import cine_grid
+
+        for info in volumes.values():
+            cine_grid(info.path, info.num_slices)
+        if dm.crop_size is not None:
+            raise UserError(f"--protocol cmrxrecon: crops the whole image itself; data.crop_size {list(dm.crop_size)} "
+                            "would score a crop of a crop (set --data.crop_size null)")
     # The figure's settings are checked before any checkpoint reconstructs the split.
     if slices:
         for fname, index in slices:
@@ -628,11 +645,12 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     check_complete_coverage({run: reconstruction_files(root) for run, root in roots.items()}, volumes)
     per_volume, files = {}, {}
     for run, root in roots.items():
-        per_volume[run], files[run] = score_folder(root, volumes, dm.crop_size, run, progress=progress)
+        per_volume[run], files[run] = score_folder(root, volumes, dm.crop_size, run, progress=progress,
+                                                   protocol=protocol)
     record = provenance(cli.config.as_dict(), None,
                         dataset_record(dm.data_path, dm.split_folder(split), [v.path for v in volumes.values()]))
     acquisitions = {name: v.acquisition for name, v in volumes.items()}
-    summary = write_results(per_volume, out, {"command": "report", "split": split,
+    summary = write_results(per_volume, out, {"command": "report", "split": split, "protocol": protocol,
                                               "config_file": str(config.source) if config.source else None,
                                               "methods_from": {k: str(atomic.final_path(v)) for k, v in roots.items()},
                                               "provenance": record}, acquisitions)
@@ -640,6 +658,9 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     table = format_runs_table(runs, markdown=True)
     several = any(len(r) > 1 for r in groups.values())
     note = "\n\nMean over volumes; for several runs of a method, the mean over runs and (min–max) over runs." if several else ""
+    if protocol == "cmrxrecon":
+        note += ("\n\nScored as the CMRxRecon 2023 leaderboard: the central 2 slices, the first 3 frames, a centre "
+                 "crop of (kx/3, ky/2), each image divided by its maximum; not comparable with fastMRI's scores.")
     if len(set(acquisitions.values())) > 1:
         note += "\n\n## By acquisition\n\n" + format_acquisition_table(summary["by_acquisition"], markdown=True)
     software = record["software"]

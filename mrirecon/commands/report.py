@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--acceleration", type=float, default=None, help="acceleration shown in the figure (default: the lowest)")
     parser.add_argument("--slices", nargs="*", default=None, metavar="FILE:SLICE",
                         help="slices for the figure (default: the middle slice of the first two volumes)")
+    parser.add_argument("--protocol", default="fastmri", metavar="{fastmri,cmrxrecon}",
+                        help="how to score: fastmri (as test scores, default) or cmrxrecon (the CMRxRecon 2023 "
+                        "leaderboard: central 2 slices, first 3 frames, a centre crop, each image by its maximum)")
     parser.add_argument("--no_progress", "--no-progress", dest="no_progress", action="store_true")
     return parser
 
@@ -63,5 +66,6 @@ def main(argv: list[str]) -> int:
     methods = [api.Method.parse(text) for text in args.method]
     slices = [_parse_slice(text) for text in args.slices] if args.slices else None
     config = api.RunConfig.from_arguments(args.config, overrides)
-    api.report(config, methods, args.split, args.out, args.acceleration, slices, progress=not args.no_progress)
+    api.report(config, methods, args.split, args.out, args.acceleration, slices, progress=not args.no_progress,
+               protocol=args.protocol)
     return 0

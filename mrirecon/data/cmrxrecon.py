@@ -229,6 +229,35 @@ def _volume_bytes(kspace: np.ndarray, challenge: Challenge, source: CineFile, sl
     return buffer.getvalue()
 
 
+def cine_grid(path: Path, num_slices: int) -> tuple[int, int]:
+    """``(slices, frames)`` of a converted volume: how its ``num_slices`` 2-D images (slice
+    ``z * frames + t``) lie on the scan's (slice, frame) grid, from its ``cine_slices`` and
+    ``cine_frames`` attributes.
+
+    Raises:
+        UserError: naming the file, when it has no such attributes (not converted from
+            CMRxRecon) or they do not multiply to its number of images.
+    """
+    try:
+        with h5py.File(path, "r") as hf:
+            values = [hf.attrs.get(name) for name in ("cine_slices", "cine_frames")]
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({str(err).split('(')[0].strip()})") from None
+    if any(v is None for v in values):
+        raise UserError(f"{path}: no cine_slices/cine_frames attributes: not a volume converted from CMRxRecon "
+                        "(mrirecon data convert --format cmrxrecon)")
+    try:
+        slices, frames = (int(v) for v in values)
+        exact = all(float(v) == int(v) for v in values)
+    except (TypeError, ValueError, OverflowError):
+        exact = False
+    if not exact or slices < 1 or frames < 1 or slices * frames != num_slices:
+        shown = [np.asarray(v).tolist() for v in values]
+        raise UserError(f"{path}: cine_slices {shown[0]!r} x cine_frames {shown[1]!r} does not give its "
+                        f"{num_slices} images")
+    return slices, frames
+
+
 def split_patients(patients: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
     """Patient -> ``train``, ``val`` or ``test``: a seeded draw of whole patients (both views of
     a patient stay in one split), at least one patient per split asked for when there are enough."""

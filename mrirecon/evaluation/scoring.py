@@ -5,12 +5,14 @@ A folder is what ``mrirecon predict`` and ``mrirecon baseline`` write in the sub
 ``reconstruction``). Targets are cropped to each reconstruction's size as the DataModule crops
 them, and every volume is scored by :func:`mrirecon.core.metrics.volume_metrics` with
 fastMRI's evaluation crop, so a report compares like with like and equals ``test``'s numbers.
+The ``cmrxrecon`` protocol scores instead as the CMRxRecon 2023 leaderboard did
+(:mod:`mrirecon.evaluation.cmrxrecon`), on the whole image of each converted volume.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 import h5py
 import numpy as np
@@ -19,8 +21,13 @@ from tqdm import tqdm
 
 from mrirecon.core.metrics import volume_metrics
 from mrirecon.core.operator import center_crop
+from mrirecon.data.cmrxrecon import cine_grid
 from mrirecon.data.volumes import VolumeInfo, read_target
 from mrirecon.errors import UserError
+from mrirecon.evaluation.cmrxrecon import ranking_metrics
+
+Protocol = Literal["fastmri", "cmrxrecon"]
+PROTOCOLS: tuple[str, ...] = ("fastmri", "cmrxrecon")
 
 
 def load_array(path: Path, key: str) -> np.ndarray:
@@ -71,12 +78,18 @@ def score_folder(
     crop_size: tuple[int, int] | None,
     name: str = "",
     progress: bool = True,
+    protocol: Protocol = "fastmri",
 ) -> tuple[dict[tuple[str, float], dict[str, float]], dict[tuple[str, float], Path]]:
     """Per-volume metrics of one folder of reconstructions, and its file map.
+
+    ``protocol``: ``fastmri`` (``fastmri.evaluate``'s, as ``test`` scores) or ``cmrxrecon``
+    (the CMRxRecon 2023 ranking, which crops the whole image itself).
 
     Raises:
         UserError: a reconstruction of a file the split does not hold, or of the wrong shape.
     """
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--protocol {protocol}: one of {', '.join(PROTOCOLS)}")
     files = reconstruction_files(root)
     scores = {}
     # leave=False, closed on an error too: a refusal is one line, not a half bar and the line.
@@ -85,6 +98,15 @@ def score_folder(
             if fname not in volumes:
                 raise UserError(f"{path}: the split has no volume {fname}")
             recon = load_array(path, "reconstruction")
+            if protocol == "cmrxrecon":
+                info = volumes[fname]
+                grid = cine_grid(info.path, info.num_slices)
+                target = target_volume(info, None)
+                if target.shape != recon.shape:
+                    raise UserError(f"{path}: shape {recon.shape}; the CMRxRecon ranking crops the whole image, "
+                                    f"{target.shape} (reconstruct without data.crop_size)")
+                scores[(fname, acc)] = ranking_metrics(target, recon, *grid, path)
+                continue
             target = target_volume(volumes[fname], crop_size)
             if target.shape != recon.shape:
                 raise UserError(f"{path}: shape {recon.shape} differs from the target's {target.shape}")

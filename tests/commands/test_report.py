@@ -246,4 +246,9 @@ def test_bad_names_accelerations_and_slices_are_refused_before_any_checkpoint_ru
                       "--slices nope.h5:0: nope.h5 is not a volume of", "singlecoil_test")
     assert_user_error(run_cli(*report, "--method", f"unet={ckpt}", "--slices", f"{volume}:99"),
                       f"--slices {volume}:99: {volume} has slices 0 to 3")
+    assert_user_error(run_cli(*report, "--method", f"unet={ckpt}", "--protocol", "brats"),
+                      "--protocol brats: one of fastmri, cmrxrecon")
+    # fastMRI-layout files have no (slice, frame) grid for the CMRxRecon ranking.
+    assert_user_error(run_cli(*report, "--method", f"unet={ckpt}", "--protocol", "cmrxrecon"),
+                      f"{volume}: no cine_slices/cine_frames attributes: not a volume converted from CMRxRecon")
     assert not (tmp_path / "r").exists()

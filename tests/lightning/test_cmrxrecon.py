@@ -9,11 +9,12 @@ in slow (with 2 short-axis slices, not 10, to keep its disk use near 3 GB)."""
 
 from __future__ import annotations
 
+import h5py
 import pytest
 import yaml
 
 from cli_helpers import REPO, assert_ok, fastmri_scores, metrics_csv, run_baseline, run_cli
-from cmrxrecon_like import organisers_images, write_cine_tree
+from cmrxrecon_like import organisers_calmetric, organisers_images, organisers_ranking_images, write_cine_tree
 from mrirecon.data.cmrxrecon import convert_cine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,6 +57,11 @@ def _references(download, split_folder):
     return references
 
 
+def _as_matlab(stack, slices):
+    """A converted volume's images (slice z * frames + t) as MATLAB's (kx, ky, slices, frames)."""
+    return stack.reshape(slices, -1, *stack.shape[1:]).transpose(2, 3, 0, 1)
+
+
 def test_fit_test_predict_baseline_on_cmrxrecon(converted, tmp_path):
     download, data = converted
     config = _config(tmp_path / "cmrx.yaml", data, tmp_path / "runs")
@@ -75,6 +81,27 @@ def test_fit_test_predict_baseline_on_cmrxrecon(converted, tmp_path):
             reference = fastmri_scores(references[name], recon)
             for metric in ("ssim", "psnr", "nmse"):
                 assert values[metric] == pytest.approx(reference[metric], abs=1e-4), (split, name, acc, metric)
+
+    # The challenge's own ranking of the same predictions: report --protocol cmrxrecon equals the
+    # organisers' run4Ranking.m + Evaluation.py on the reconstructions as MATLAB arrays.
+    report = tmp_path / "ranking"
+    assert_ok(run_cli("report", "--config", config, "--method", f"unet={tmp_path / 'predict_test_acc04'}",
+                      "--split", "test_acc04", "--protocol", "cmrxrecon", "--out", report, "--no_progress"))
+    ranked = metrics_csv(report / "metrics.csv")
+    assert {name for _, _, name in ranked} == set(references)
+    for (_, acc, name), values in ranked.items():
+        with h5py.File(tmp_path / "predict_test_acc04" / name) as hf:
+            recon = hf["reconstruction"][()]
+        with h5py.File(data / "multicoil_test_acc04" / name) as hf:
+            slices = int(hf.attrs["cine_slices"])
+        psnr, ssim, nmse = organisers_calmetric(organisers_ranking_images(_as_matlab(recon, slices)),
+                                                organisers_ranking_images(_as_matlab(references[name], slices)))
+        assert (values["ssim"], values["psnr"], values["nmse"]) == pytest.approx((ssim, psnr, nmse), rel=1e-4), name
+    assert "CMRxRecon 2023 leaderboard" in (report / "report.md").read_text()
+    cropped = run_cli("report", "--config", config, "--method", f"unet={tmp_path / 'predict_test_acc04'}",
+                      "--split", "test_acc04", "--protocol", "cmrxrecon", "--out", tmp_path / "cropped",
+                      "--data.crop_size", "[64, 32]")
+    assert cropped.code == 2 and "--protocol cmrxrecon: crops the whole image itself" in cropped.err
 
     baseline = run_baseline("zero-filled", config, tmp_path / "zf")
     zero_filled = metrics_csv(baseline / "metrics.csv")
