@@ -10,6 +10,24 @@ from mrirecon.commands.arguments import ArgumentParser
 from mrirecon.data.anatomy import NAMED_SOURCES
 
 
+def _simulate_cine(args: argparse.Namespace) -> int:
+    from mrirecon.data.simulation.cine import simulate_cine_download
+    from mrirecon.errors import UserError
+
+    for flag, value in (("--preset", args.preset), ("--undersampled", args.undersampled)):
+        if value is not None:
+            raise UserError(f"{flag}: not for --format cmrxrecon, whose download has its own sets and masks")
+    if args.overwrite:
+        raise UserError("--overwrite: not for --format cmrxrecon; it writes a new folder")
+    summary = simulate_cine_download(args.out, args.challenge or "multicoil", recon_size=args.recon_size or 32,
+                                     seed=args.seed, sources=args.source, progress=not args.no_progress)
+    print(f"wrote {summary['out']}: a CMRxRecon cine download ({summary['challenge']}, k-space "
+          f"{summary['kspace_size'][0]}x{summary['kspace_size'][1]}, {summary['frames']} frames, "
+          f"{summary['training_patients']} training and {summary['validation_patients']} validation patients); "
+          f"convert it: mrirecon data convert {summary['out']} --format cmrxrecon --out DATASET")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="mrirecon data", description="Simulate, convert or check datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
                           "out-of-distribution split from the head named by --source, added beside the others), "
                           "full (320 recon, GPU), m4raw (M4Raw's files: 256x256, 4 coils, T1/T2/FLAIR repetitions; "
                           "the default of --format m4raw)")
-    sim.add_argument("--format", default=None, choices=["fastmri", "m4raw"],
-                     help="file layout: fastmri (one file per volume) or m4raw (one per subject, contrast and "
-                          "repetition, named <subject>_<contrast><NN>.h5); default: the preset's")
+    sim.add_argument("--format", default=None, choices=["fastmri", "m4raw", "cmrxrecon"],
+                     help="file layout: fastmri (one file per volume), m4raw (one per subject, contrast and "
+                          "repetition, named <subject>_<contrast><NN>.h5) or cmrxrecon (a CMRxRecon 2023 cine "
+                          "download: its tree of MATLAB files, for data convert); default: the preset's")
     sim.add_argument("--challenge", default=None, choices=["singlecoil", "multicoil"],
                      help="default: singlecoil (multicoil for the m4raw format, its only one)")
     sim.add_argument("--seed", type=int, default=0)
@@ -62,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
+        if args.format == "cmrxrecon":
+            return _simulate_cine(args)
         from mrirecon.data.simulate import simulate_dataset
 
         summary = simulate_dataset(

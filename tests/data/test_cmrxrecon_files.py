@@ -145,3 +145,34 @@ def test_data_check_reports_a_download_and_data_convert_writes_the_dataset(tree,
     assert_user_error(run_cli("data", "convert", broken, "--format", "cmrxrecon", "--out", tmp_path / "o2"),
                       "cine_sax_mask.mat", "values other than 0 and 1")
     assert not (tmp_path / "o2").exists() and not list(tmp_path.glob(".o2*"))
+
+
+def test_a_simulated_download_has_the_tree_files_and_masks_of_the_real_one(tmp_path):
+    from cli_helpers import assert_user_error, run_cli
+    from mrirecon.data.cmrxrecon import check_cine_tree, read_cine_kspace, read_cine_mask
+    from mrirecon.data.simulation.cine import simulate_cine_download
+
+    download = tmp_path / "download"
+    simulate_cine_download(download, recon_size=16, patients=2, validation_patients=1, progress=False)
+    rows, bad = check_cine_tree(download, "multicoil")
+    assert not bad and len(rows) == 7  # TrainingSet: FullSample and 3 accelerations; ValidationSet: 3
+    full, slices, frames = read_cine_kspace(download / "MultiCoil/Cine/TrainingSet/FullSample/P002/cine_sax.mat",
+                                            "kspace_full", "multicoil")
+    assert full.shape == (4 * 12, 10, 32, 16) and (slices, frames) == (4, 12)
+    sub, _, _ = read_cine_kspace(download / "MultiCoil/Cine/TrainingSet/AccFactor08/P002/cine_sax.mat",
+                                 "kspace_sub08", "multicoil")
+    mask = read_cine_mask(download / "MultiCoil/Cine/TrainingSet/AccFactor08/P002/cine_sax_mask.mat", 8, 32, 16)
+    lines = np.asarray(mask).reshape(-1, 16)[0].astype(bool)
+    assert 2 <= lines.sum() <= 16 / 8 + 2 and lines[7] and lines[8]  # every 8th line and the central band
+    np.testing.assert_array_equal(sub, full * lines)
+    # Seeded: the same call writes the same k-space.
+    again = tmp_path / "again"
+    simulate_cine_download(again, recon_size=16, patients=2, validation_patients=1, progress=False)
+    np.testing.assert_array_equal(read_cine_kspace(again / "MultiCoil/Cine/TrainingSet/FullSample/P002/cine_sax.mat",
+                                                   "kspace_full", "multicoil")[0], full)
+    assert_user_error(run_cli("data", "simulate", "--format", "cmrxrecon", "--out", download), f"{download}: exists already")
+    assert_user_error(run_cli("data", "simulate", "--format", "cmrxrecon", "--out", tmp_path / "n", "--preset", "demo"),
+                      "--preset: not for --format cmrxrecon")
+    assert_user_error(run_cli("data", "simulate", "--format", "cmrxrecon", "--out", tmp_path / "n", "--recon_size", "17"),
+                      "recon_size 17: even")
+    assert not (tmp_path / "n").exists()

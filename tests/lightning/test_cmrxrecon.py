@@ -23,9 +23,16 @@ SIZES = {"scale4": {"cine_sax": (128, 62, 4), "cine_lax": (112, 52, 3)},
          "scale1": {"cine_sax": (512, 246, 2), "cine_lax": (448, 204, 3)}}
 
 
-@pytest.fixture(scope="module", params=["scale4", pytest.param("scale1", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["scale4", pytest.param("scale1", marks=pytest.mark.slow), "simulated"])
 def converted(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
+    if request.param == "simulated":
+        # What a newcomer runs offline: mrirecon data simulate --format cmrxrecon, then convert.
+        download = root / "download"
+        assert_ok(run_cli("data", "simulate", "--format", "cmrxrecon", "--out", download, "--no_progress"))
+        assert_ok(run_cli("data", "convert", download, "--format", "cmrxrecon", "--out", root / "data",
+                          "--val_fraction", "0.25", "--test_fraction", "0.25"))
+        return download, root / "data"
     download = write_cine_tree(root / "download", patients=3, sizes=SIZES[request.param], accelerations=(4,),
                                validation_patients=1)
     convert_cine(download, root / "data", "multicoil", val_fraction=0.34, test_fraction=0.34, seed=0)
