@@ -14,8 +14,6 @@ views; here ``slices`` and 3, 12 frames and 10 coils, as there.
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
