@@ -12,8 +12,8 @@ The organisers scored less than the whole scan (``CMRxReconDemo/run4Ranking.m``,
   range 1) and NMSE per image, the mean over a file's images, then the mean over files.
 
 So a volume's scores here are not :func:`mrirecon.core.metrics.volume_metrics`' (fastMRI's,
-over every image against the volume's maximum): they rank like the leaderboard but read
-higher, and the two must not be compared with each other.
+over every image against the volume's maximum): they are the leaderboard's, and the two must
+not be compared with each other.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from mrirecon.data.anatomy import default_sources, resolve_source
 from mrirecon.data.cmrxrecon import ACCELERATIONS, COIL_FOLDERS, MATLAB_USERBLOCK, kspace_key
 from mrirecon.data.simulation.acquisition import coil_sensitivities
 from mrirecon.data.simulation.presets import FOV_MARGIN, Draw
-from mrirecon.data.simulation.synthesis import FOREGROUND, prepare_head, smooth_field, synthesize_subject
+from mrirecon.data.simulation.synthesis import FOREGROUND, Head, prepare_head, smooth_field, synthesize_subject
 from mrirecon.errors import UserError
 
 FRAMES = 12
@@ -75,7 +75,7 @@ def _breathing(image: np.ndarray, scale: float) -> np.ndarray:
     return ndimage.affine_transform(image, np.full(2, 1 / scale), offset=centre - centre / scale, order=1)
 
 
-def cine_kspace(head, r: int, slices: int, challenge: str, rng: np.random.Generator) -> np.ndarray:
+def cine_kspace(head: Head, r: int, slices: int, challenge: str, rng: np.random.Generator) -> np.ndarray:
     """Fully sampled k-space of one view in MATLAB's order, (kx, ky, coils, slices, frames)
     (single-coil: no coil axis), complex64, kx = 2r and ky = r."""
     draw = Draw("source", snr=float("nan"), pe_oversampling=1.0, fov_margin=FOV_MARGIN)
