@@ -472,6 +472,15 @@ def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Se
         raise UserError("--method: at least one method to report")
     if acceleration is not None and not (math.isfinite(acceleration) and acceleration > 1):
         raise UserError(f"--acceleration {acceleration:g}: an undersampling factor above 1 (4 for 4x)")
+    seen: dict[tuple[str, Path], str] = {}
+    for method in methods:
+        # Runs of one method are seeds: the same folder or checkpoint twice (another spelling, a
+        # link) would count one run twice and shrink its range to nothing.
+        key = (method.name, Path(str(method.source)).resolve())
+        if key in seen:
+            raise UserError(f"--method {method.name}={method.source}: the same input as {method.name}={seen[key]}; "
+                            "runs of one method must be different runs")
+        seen[key] = str(method.source)
     from mrirecon.evaluation.scoring import PROTOCOLS
 
     if protocol not in PROTOCOLS:
@@ -642,7 +651,8 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
         # The other processes of a distributed run help reconstruct; the lead scores and writes.
         return split, {}, EvaluationResults({}, {}, split, atomic.final_path(out))
     # Unlike sets are refused before anything is scored.
-    check_complete_coverage({run: reconstruction_files(root) for run, root in roots.items()}, volumes)
+    masked_at = None if dm.writes_flat_folders() else [float(acc) for _, acc in dm.masks.pairs]
+    check_complete_coverage({run: reconstruction_files(root) for run, root in roots.items()}, volumes, masked_at)
     per_volume, files = {}, {}
     for run, root in roots.items():
         per_volume[run], files[run] = score_folder(root, volumes, dm.crop_size, run, progress=progress,

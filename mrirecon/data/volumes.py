@@ -34,7 +34,7 @@ from mrirecon.errors import UserError
 Challenge = Literal["singlecoil", "multicoil"]
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
 KSPACE_NDIM = {"singlecoil": 3, "multicoil": 4}
-CACHE_VERSION = 5  # 3: mask, acceleration and target values validated; 4: k-space fingerprints; 5: no negative targets
+CACHE_VERSION = 6  # 3: mask, acceleration and target values validated; 4: k-space fingerprints; 5: no negative targets; 6: labels match masks
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,33 @@ def _read_acceleration(attrs: h5py.AttributeManager, path: Path) -> float | None
     return float(value)
 
 
+# How far a file's acceleration label may lie from the rate its own mask samples at: fastMRI's
+# and CMRxRecon's masks sample more than their label says (their calibration band: CMRxRecon's
+# 10x about 47 of 246 lines, 5.2x; on small images the band weighs more), never 3 times as much.
+LABEL_TOLERANCE = 3.0
+
+
+def _check_label_of_mask(path: Path, mask: tuple[bool, ...], acceleration: float, padding: tuple[int, int]) -> None:
+    """Refuses an ``acceleration`` attribute that its own mask contradicts: results are labelled
+    and grouped by it (a fully sampled mask labelled 4x would score SSIM 1.0 as 4x).
+
+    A nominal acceleration lies between the mask's overall rate (fastMRI's random and equispaced
+    masks) and its rate outside the calibration band (CMRxRecon's masks: every R-th line plus 24
+    central lines, which on a small ky samples far more than 1/R overall); the label must lie
+    within a factor :data:`LABEL_TOLERANCE` of that range."""
+    left, right = padding
+    if not (0 <= left < right <= len(mask) and any(mask[left:right])):
+        left, right = 0, len(mask)
+    acquirable, sampled = right - left, sum(mask[left:right])
+    band = min(int(contiguous_centre_width(torch.tensor(mask))), sampled)
+    overall = acquirable / sampled
+    outside_band = (acquirable - band) / (sampled - band) if sampled > band else overall
+    if (sampled == acquirable and acceleration > 1) or not (
+            overall / LABEL_TOLERANCE <= acceleration <= outside_band * LABEL_TOLERANCE):
+        raise UserError(f"{path}: acceleration attribute {acceleration:g} contradicts its mask, which samples {sampled} "
+                        f"of {acquirable} columns ({overall:.3g}x)")
+
+
 def scored_maximum(target: np.ndarray, size: tuple[int, int]) -> float:
     """The maximum of a target volume over the region scored at reconstruction ``size``."""
     region = center_crop(center_crop(target, size), evaluation_crop_size(size))
@@ -268,6 +295,9 @@ def read_volume_info(
             if "mask" in hf:
                 fixed_mask = _read_mask(hf, path, cols)
             attrs = hf.attrs
+            acceleration = _read_acceleration(attrs, path)
+            if fixed_mask is not None and acceleration is not None:
+                _check_label_of_mask(path, fixed_mask, acceleration, padding)
             info = VolumeInfo(
                 path=path,
                 num_slices=int(kspace.shape[0]),
@@ -277,7 +307,7 @@ def read_volume_info(
                 padding=padding,
                 acquisition=str(attrs.get("acquisition", "")),
                 fixed_mask=fixed_mask,
-                acceleration=_read_acceleration(attrs, path),
+                acceleration=acceleration,
                 fingerprint=kspace_fingerprint(kspace),
             )
             size = check_reconstruction_size(info, crop_size)
@@ -317,11 +347,14 @@ def check_reconstruction_size(info: VolumeInfo, crop_size: tuple[int, int] | Non
         source = "the target" if info.target_key is not None else "the ismrmrd_header (the file has no target)"
         raise UserError(f"{info.path}: reconstruction size {size_key(size)} from {source} is empty; set data.crop_size")
     rows, cols = info.kspace_shape[-2:]
+    named = size_key(size)
+    if crop_size is not None and tuple(size) != tuple(crop_size):
+        named += f" (data.crop_size {size_key(crop_size)}, narrowed to the k-space's {cols} columns)"
     if size[0] > rows or size[1] > cols:
-        raise UserError(f"{info.path}: reconstruction size {size_key(size)} is larger than the k-space image {rows}x{cols}")
+        raise UserError(f"{info.path}: reconstruction size {named} is larger than the k-space image {rows}x{cols}")
     if info.target_key is not None and (size[0] > info.target_shape[0] or size[1] > info.target_shape[1]):
         raise UserError(
-            f"{info.path}: reconstruction size {size_key(size)} is larger than the target "
+            f"{info.path}: reconstruction size {named} is larger than the target "
             f"{size_key(info.target_shape)} (data.crop_size must fit every target)"
         )
     return size
@@ -331,22 +364,26 @@ def list_volume_files(folder: Path) -> list[Path]:
     """The ``*.h5`` files of a folder, sorted.
 
     Raises:
-        UserError: for a missing or empty folder, a broken link, a folder named ``*.h5``, and one file listed under two
-            names (it would be scored twice, with two different masks seeded by the names).
+        UserError: for a missing or empty folder, a broken link, a folder, pipe or other non-file named ``*.h5``, a
+            ``*.H5`` (which would be skipped), and one file listed under two names (it would be scored twice, with two different masks seeded by the names).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
     files = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix == ".h5"):
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == ".h5"):
+        if path.suffix != ".h5":
+            # Skipped, it would leave the split without a volume the user put there.
+            raise UserError(f"{path}: volumes are read as '*.h5'; rename it to {path.stem}.h5")
         if path.is_symlink() and not path.exists():
             raise UserError(f"{path}: broken link (to {os.readlink(path)})")
         if path.is_dir():
             # A volume unpacked into a folder of its name (or a folder of volumes): skipping it
             # would score the split without it.
             raise UserError(f"{path}: a folder, not a volume file (an HDF5 file is expected under this name)")
-        if path.is_file():
-            files.append(path)
+        if not path.is_file():
+            raise UserError(f"{path}: not a regular file (a pipe, socket or device), not a volume file")
+        files.append(path)
     if not files:
         raise UserError(f"{folder}: no .h5 volumes in this folder")
     seen: dict[tuple[int, int], Path] = {}
@@ -412,7 +449,7 @@ def overlapping_files(splits: dict[str, list[Path | VolumeInfo | FileIdentity]])
             others = [owner.setdefault(key, (split, path)) for key in keys]
             other = next((o for o in others if o[0] != split), None)
             if other is not None:
-                same = "the same file" if other in others[:1] else "the same volume (identical k-space, a copy)"
+                same = "the same file" if other in others[:1] else "the same volume (identical k-space shape and middle line, a copy)"
                 shared.append((path, f"the {split} split and the {other[0]} split ({other[1]}) hold {same}; "
                                      "a volume may be in one split only"))
     return shared
@@ -591,7 +628,7 @@ def scan_volumes(
         first = first_of.setdefault(info.fingerprint, info)
         if first is not info:
             # A copy under another name would be scored (and, with drawn masks, masked) twice.
-            err = UserError(f"{info.path}: the same volume as {first.path.name} (identical k-space, a copy): "
+            err = UserError(f"{info.path}: the same volume as {first.path.name} (identical k-space shape and middle line, a copy): "
                             "a volume must be listed once")
             if on_error is None:
                 raise err

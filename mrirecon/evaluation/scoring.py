@@ -12,7 +12,7 @@ The ``cmrxrecon`` protocol scores instead as the CMRxRecon 2023 leaderboard did
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -114,7 +114,8 @@ def score_folder(
     return scores, files
 
 
-def check_complete_coverage(files: Mapping[str, Mapping[tuple[str, float], Path]], volumes: Mapping[str, VolumeInfo]) -> None:
+def check_complete_coverage(files: Mapping[str, Mapping[tuple[str, float], Path]], volumes: Mapping[str, VolumeInfo],
+                            masked_at: Sequence[float] | None = None) -> None:
     """Refuses to compare methods over unlike sets: every method must hold every volume of the
     split at the same accelerations (a baseline killed half-way, or a folder of another split,
     would otherwise be averaged over fewer volumes beside complete ones).
@@ -122,11 +123,21 @@ def check_complete_coverage(files: Mapping[str, Mapping[tuple[str, float], Path]
     Args:
         files: method (run) name -> what :func:`score_folder` returned as its file map.
         volumes: the split's volumes by file name.
+        masked_at: the accelerations the config masks the split at (None: files with their own
+            masks); then every method must cover exactly these, even a method alone.
 
     Raises:
         UserError: naming the method, and the first missing volume and acceleration.
     """
     accelerations = sorted({acc for by_key in files.values() for _, acc in by_key})
+    if masked_at is not None:
+        expected_accs = sorted({float(a) for a in masked_at})
+        for method, by_key in files.items():
+            extra = sorted({acc for _, acc in by_key} - set(expected_accs))
+            if extra:
+                raise UserError(f"{method}: reconstructions at {extra[0]:g}x, but the config masks the split at "
+                                + ", ".join(f"{a:g}x" for a in expected_accs))
+        accelerations = expected_accs
     expected = {(name, acc) for name in volumes for acc in accelerations}
     for method, by_key in files.items():
         missing = sorted(expected - set(by_key), key=lambda k: (k[1], k[0]))

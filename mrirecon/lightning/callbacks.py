@@ -58,8 +58,16 @@ class ReconstructionWriter(pl.Callback):
         self.assembler.finish()
 
 
-def _volumes_line(name: str, volumes: list) -> str:
-    return f"{name} {len(volumes)} volumes ({sum(v.num_slices for v in volumes)} slices)"
+def _volumes_line(name: str, volumes: list, used: list, slice_rate: float | None = None) -> str:
+    """``train 3 volumes (24 slices)``, and what of the split that is when settings subsample it."""
+    slices = sum(v.num_slices for v in used)
+    if slice_rate is not None and slice_rate < 1.0:
+        slices = max(1, round(slices * slice_rate))  # as SliceDataset draws them
+    line = f"{name} {len(used)} volumes ({slices} slices)"
+    total = sum(v.num_slices for v in volumes)
+    if (len(used), slices) != (len(volumes), total):
+        line += f" of {len(volumes)} ({total})"
+    return line
 
 
 class PhaseLines(pl.Callback):
@@ -84,7 +92,9 @@ class PhaseLines(pl.Callback):
                              f"precision {trainer.precision}")
         masks = dm.masks
         pairs = ", ".join(f"{acc}x (centre {cf:g})" for cf, acc in masks.pairs)
-        parts = [_volumes_line(split, dm.volumes(split) if split != dm.test_split else dm.evaluation_volumes())
+        parts = [_volumes_line(split, dm.volumes(split) if split != dm.test_split else dm.evaluation_volumes(),
+                               dm.used_volumes(split, train=split == "train"),
+                               dm.sample_rate if split == "train" else None)
                  for split in splits]
         self._print(trainer, f"data: {dm.data_path} {dm.challenge}, {'; '.join(parts)}; {masks.mask_type} masks {pairs}; "
                              f"batch {dm.batch_size}")

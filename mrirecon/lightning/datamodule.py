@@ -252,12 +252,18 @@ class ReconDataModule(pl.LightningDataModule):
         self._scan(stage)
 
     # --- loaders -----------------------------------------------------------------------------
-    def dataset(self, split: str, train: bool = False) -> SliceDataset:
+    def used_volumes(self, split: str, train: bool = False) -> list[VolumeInfo]:
+        """The volumes a loader of ``split`` reads: after ``volume_sample_rate`` (training) or
+        ``val_volume_sample_rate`` (validation)."""
         infos = self.evaluation_volumes() if split == self.test_split and not train else self.volumes(split)
         if train:
-            infos = subsample_volumes(infos, self.volume_sample_rate)
-        elif split == "val":
-            infos = subsample_volumes(infos, self.val_volume_sample_rate)
+            return subsample_volumes(infos, self.volume_sample_rate)
+        if split == "val":
+            return subsample_volumes(infos, self.val_volume_sample_rate)
+        return infos
+
+    def dataset(self, split: str, train: bool = False) -> SliceDataset:
+        infos = self.used_volumes(split, train)
         return SliceDataset(
             infos,
             self.challenge,

@@ -53,8 +53,10 @@ def test_a_repeated_name_is_runs_of_one_method(tiny_singlecoil, tmp_path):
     zf = run_baseline("zero-filled", config, tmp_path / "zf", progress=False)
     reference = json.loads((zf / "summary.json").read_text())["methods"]["zero-filled"]["4x"]
     out = tmp_path / "report"
+    copy = tmp_path / "zf-copy"  # another run, here of the same numbers (one folder twice is refused)
+    shutil.copytree(zf, copy)
     with pytest.raises(SystemExit) as done:
-        main(["report", "--config", str(config), "--method", f"zf={zf}", "--method", f"zf={zf}", "--out", str(out),
+        main(["report", "--config", str(config), "--method", f"zf={zf}", "--method", f"zf={copy}", "--out", str(out),
               "--no_progress"])
     assert done.value.code == 0
     (row,) = list(csv.DictReader(open(out / "report.csv")))
@@ -147,6 +149,20 @@ def test_a_method_missing_volumes_or_accelerations_is_refused_before_any_file(ti
         message = capsys.readouterr().err
         assert "partial: no reconstruction of" in message and "at 8x" in message, message
         assert not any(out.glob("*.md")) and not any(out.glob("*.csv")), sorted(out.iterdir())
+    # Alone too: the config masks the split at 4x and 8x, so a folder without 8x is incomplete,
+    # and one with a 6x the config never drew is another run's.
+    alone = tmp_path / "report-alone"
+    with pytest.raises(SystemExit) as err:
+        main(["report", "--config", str(config), "--method", f"partial={tmp_path / 'no-8x'}", "--out", str(alone), "--no_progress"])
+    assert err.value.code == 2 and "partial: no reconstruction of" in capsys.readouterr().err
+    stray = tmp_path / "stray"
+    shutil.copytree(zf / "reconstructions", stray)
+    shutil.copytree(stray / "4x", stray / "6x")
+    with pytest.raises(SystemExit) as err:
+        main(["report", "--config", str(config), "--method", f"zf={stray}", "--out", str(alone), "--no_progress"])
+    assert err.value.code == 2
+    assert "zf: reconstructions at 6x, but the config masks the split at 4x, 8x" in capsys.readouterr().err
+    assert not alone.exists() or not any(alone.glob("*.md"))
 
 
 def test_a_failed_report_leaves_the_previous_one_whole(tiny_singlecoil, tmp_path, capsys):
@@ -246,6 +262,9 @@ def test_bad_names_accelerations_and_slices_are_refused_before_any_checkpoint_ru
                       "--slices nope.h5:0: nope.h5 is not a volume of", "singlecoil_test")
     assert_user_error(run_cli(*report, "--method", f"unet={ckpt}", "--slices", f"{volume}:99"),
                       f"--slices {volume}:99: {volume} has slices 0 to 3")
+    (tmp_path / "link").symlink_to(tmp_path)
+    assert_user_error(run_cli(*report, "--method", f"unet={ckpt}", "--method", f"unet={tmp_path / 'link' / 'unet.ckpt'}"),
+                      f"--method unet={tmp_path / 'link' / 'unet.ckpt'}: the same input as unet={ckpt}")
     assert_user_error(run_cli(*report, "--method", f"unet={ckpt}", "--protocol", "brats"),
                       "--protocol brats: one of fastmri, cmrxrecon")
     # fastMRI-layout files have no (slice, frame) grid for the CMRxRecon ranking.

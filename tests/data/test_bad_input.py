@@ -91,6 +91,11 @@ CASES = {
     "uint8 target": (lambda p: _retype_target(p, np.uint8), "reconstruction_esc has dtype uint8, expected floating-point"),
     "complex target": (lambda p: _retype_target(p, np.complex64), "has dtype complex64, expected floating-point"),
     "text target": (lambda p: _retype_target(p, "S4"), "has dtype |S4, expected floating-point"),
+    # A label its own mask contradicts (results are grouped and named by it).
+    "full mask labelled 4x": (lambda p: _masked(p, np.ones(38, bool), 4), "acceleration attribute 4 contradicts its mask, which samples"),
+    "mask labelled 1e9x": (lambda p: _masked(p, np.arange(38) % 4 == 0, 1e9), "acceleration attribute 1e+09 contradicts its mask"),
+    "mask labelled 1x": (lambda p: _masked(p, np.arange(38) % 4 == 0, 1), "acceleration attribute 1 contradicts its mask"),
+    "full mask labelled 2x": (lambda p: _masked(p, np.ones(38, bool), 2), "acceleration attribute 2 contradicts its mask"),
     "negative acceleration": (lambda p: _attr(p, acceleration=-4), "acceleration attribute is -4, expected one finite"),
     "nan acceleration": (lambda p: _attr(p, acceleration=np.nan), "acceleration attribute is nan"),
     "acceleration below 1": (lambda p: _attr(p, acceleration=0.5), "acceleration attribute is 0.5"),
@@ -111,6 +116,11 @@ def _retype_target(path, dtype):
         target = hf["reconstruction_esc"][()]
         del hf["reconstruction_esc"]
         hf.create_dataset("reconstruction_esc", data=(target * 100).astype(dtype))
+
+
+def _masked(path, mask, acceleration):
+    _rewrite(path, mask=mask)
+    _attr(path, acceleration=acceleration)
 
 
 def _attr(path, **attrs):
@@ -186,7 +196,7 @@ def test_check_cli_prints_summary(tiny_multicoil):
 # --- what a split holds ---------------------------------------------------------------------------
 
 
-def test_a_split_listing_one_file_twice_or_a_broken_link_is_refused(tiny_singlecoil, tmp_path):
+def test_a_split_listing_one_file_twice_a_broken_link_or_a_non_volume_is_refused(tiny_singlecoil, tmp_path):
     root = _copy_dataset(tiny_singlecoil, tmp_path / "data")
     first = _first_train_file(root)
     twin = first.parent / "zz_twin.h5"
@@ -211,6 +221,16 @@ def test_a_split_listing_one_file_twice_or_a_broken_link_is_refused(tiny_singlec
         ReconDataModule(str(root), num_workers=0).setup("fit")
     assert [(p, why) for r in check_dataset(root) for p, why in r.bad] == [
         (folder, "a folder, not a volume file (an HDF5 file is expected under this name)")]
+    folder.rmdir()
+    pipe = first.parent / "stream.h5"
+    os.mkfifo(pipe)  # skipped before, as the folder was
+    with pytest.raises(UserError, match=f"{pipe}: not a regular file"):
+        ReconDataModule(str(root), num_workers=0).setup("fit")
+    pipe.unlink()
+    upper = first.rename(first.with_suffix(".H5"))
+    with pytest.raises(UserError, match=f"{upper}: volumes are read as '\\*.h5'; rename it to {first.name}"):
+        ReconDataModule(str(root), num_workers=0).setup("fit")
+    assert [p for r in check_dataset(root) for p, _ in r.bad] == [upper]
 
 
 @pytest.mark.parametrize("other", ["val", "test"])
@@ -236,7 +256,7 @@ def test_a_copy_of_a_volume_is_the_same_volume_within_a_split_and_across_splits(
     train = _first_train_file(root)
     twin = train.parent / "zz_copy.h5"
     shutil.copy(train, twin)
-    with pytest.raises(UserError, match=f"{twin}: the same volume as {train.name} \\(identical k-space, a copy\\)"):
+    with pytest.raises(UserError, match=f"{twin}: the same volume as {train.name} \\(identical k-space shape and middle line, a copy\\)"):
         ReconDataModule(str(root), num_workers=0).setup("fit")
     assert [(p, why.split(" (")[0]) for r in check_dataset(root) for p, why in r.bad] == [(twin, f"the same volume as {train.name}")]
     twin.unlink()
@@ -245,9 +265,9 @@ def test_a_copy_of_a_volume_is_the_same_volume_within_a_split_and_across_splits(
     with pytest.raises(UserError) as err:
         ReconDataModule(str(root), num_workers=0).setup("fit")
     assert str(err.value).startswith(f"{in_val}: the val split and the train split ({train}) hold the same volume "
-                                     "(identical k-space, a copy)"), err.value
+                                     "(identical k-space shape and middle line, a copy)"), err.value
     rows = [why for r in check_dataset(root) for _, why in r.bad]
-    assert len(rows) == 1 and "hold the same volume (identical k-space, a copy)" in rows[0]
+    assert len(rows) == 1 and "hold the same volume (identical k-space shape and middle line, a copy)" in rows[0]
     in_val.unlink()
     # test reads only its split but compares it with train and val by content too (their
     # fingerprints from the scan cache, or one small read per file without one).
@@ -257,7 +277,7 @@ def test_a_copy_of_a_volume_is_the_same_volume_within_a_split_and_across_splits(
         with pytest.raises(UserError) as err:
             ReconDataModule(str(root), num_workers=0, use_cache=use_cache).setup("test")
         assert str(err.value).startswith(f"{in_test}: the test split and the train split ({train}) hold the same "
-                                         "volume (identical k-space, a copy)"), err.value
+                                         "volume (identical k-space shape and middle line, a copy)"), err.value
     in_test.unlink()
     # Another scan of the same shape (one k-space sample changed) is another volume.
     _rewrite(shutil.copy(train, in_val), kspace=_changed_kspace(train))
@@ -300,6 +320,14 @@ def test_an_empty_reconstruction_size_in_a_target_less_header_is_refused(tiny_si
     with pytest.raises(UserError, match=f"{test_file}: reconstruction size 0x0 from the ismrmrd_header .* set data.crop_size"):
         ReconDataModule(str(root), num_workers=0).setup("test")
     ReconDataModule(str(root), num_workers=0, crop_size=(32, 32)).setup("test")  # the way out it names
+
+
+def test_a_crop_size_wider_than_the_kspace_is_named_as_asked(tiny_singlecoil):
+    """Wider than the k-space, the size is narrowed to its square (fastMRI's rule for narrow
+    images); the refusal names what the user set as well as what it became."""
+    with pytest.raises(UserError, match=r"reconstruction size 38x38 \(data.crop_size 8x4000, narrowed to the "
+                                        r"k-space's 38 columns\) is larger than the target 32x32"):
+        ReconDataModule(str(tiny_singlecoil), num_workers=0, crop_size=(8, 4000)).setup("fit")
 
 
 def test_masks_that_could_sample_nothing_are_refused_before_training(tiny_singlecoil):

@@ -108,6 +108,21 @@ def test_sample_rates_select_fixed_subsets(tiny_singlecoil):
     assert dm.dataset("train", True).items == again.dataset("train", True).items
 
 
+def test_the_run_summary_counts_what_the_loaders_read(tiny_singlecoil):
+    """The ``data:`` line of fit/test counts the subsets sample rates leave, and says of what."""
+    from mrirecon.lightning.callbacks import _volumes_line
+
+    dm = _dm(tiny_singlecoil, volume_sample_rate=0.5, sample_rate=0.5)
+    dm.setup("fit")
+    everything, used, dataset = dm.volumes("train"), dm.used_volumes("train", train=True), dm.dataset("train", True)
+    assert len(used) < len(everything)
+    assert _volumes_line("train", everything, used, dm.sample_rate) == (
+        f"train {len(used)} volumes ({len(dataset)} slices) of {len(everything)} ({sum(v.num_slices for v in everything)})")
+    full = _dm(tiny_singlecoil)
+    full.setup("fit")
+    assert " of " not in _volumes_line("train", full.volumes("train"), full.used_volumes("train", train=True))
+
+
 def test_a_cached_volume_is_read_through_the_path_given_now(tiny_singlecoil, tmp_path, monkeypatch):
     """The cache is keyed by resolved path; a hit from another working folder (relative paths
     then) must not hand back the first run's relative path, which names another file or none."""
