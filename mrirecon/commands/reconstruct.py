@@ -70,6 +70,9 @@ def main(argv: list[str]) -> int:
 
     _check_device(args.device)
     settings = _data_settings(args, overrides)
+    if settings["mask_type"] in ("poisson2d", "gaussian2d"):
+        raise UserError(f"data.mask_type: reconstruct draws column masks only, not {settings['mask_type']} "
+                        "(2-D masks are for fit, test and baseline)")
     try:
         masks = ColumnMaskSampler(settings["mask_type"] or "random", settings["center_fractions"], settings["accelerations"])
     except ValueError as err:

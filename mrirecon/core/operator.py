@@ -293,6 +293,23 @@ def centre_band(width: int, num_low_frequencies: torch.Tensor) -> torch.Tensor:
     return (columns >= start) & (columns < start + n)
 
 
+def centred_sampled_square(mask: torch.Tensor) -> int:
+    """The side of the largest fully sampled square centred on a 2-D mask's zero frequency (the
+    points ``centre_band`` places in each axis): a 2-D mask's calibration region in the column
+    terms that coil-sensitivity estimates and VarNet's centre band take. 0 where the centre
+    point is not sampled."""
+    mask = torch.as_tensor(mask).bool()
+    rows, cols = mask.shape[-2:]
+    side = 0
+    while side < min(rows, cols):
+        n = torch.tensor([side + 1])
+        box = centre_band(rows, n)[0][:, None] & centre_band(cols, n)[0][None, :]
+        if not bool(mask[box].all()):
+            break
+        side += 1
+    return side
+
+
 class SamplingMask:
     """Which k-space samples were measured, and the fully sampled calibration region among them.
 
@@ -338,6 +355,17 @@ class SamplingMask:
             return cls(mask, band)
         widths = torch.as_tensor(num_low_frequencies, device=mask.device).reshape(-1).expand(mask.shape[0])
         return cls(mask, centre_band(mask.shape[-1], widths) & mask)
+
+    @classmethod
+    def from_plane(cls, mask: torch.Tensor, calibration_sides: torch.Tensor | int) -> "SamplingMask":
+        """A 2-D mask ``(B, H, W)`` with its calibration region: the centred square of
+        ``calibration_sides`` points a side (as :func:`centred_sampled_square` finds it)."""
+        mask = torch.as_tensor(mask).bool()
+        if mask.ndim == 2:
+            mask = mask[None]
+        sides = torch.as_tensor(calibration_sides, device=mask.device).reshape(-1).expand(mask.shape[0])
+        box = centre_band(mask.shape[-2], sides)[:, :, None] & centre_band(mask.shape[-1], sides)[:, None, :]
+        return cls(mask[:, None], (box & mask)[:, None])
 
     @property
     def is_columns(self) -> bool:

@@ -185,6 +185,21 @@ class PlaneMaskSampler:
     def __len__(self) -> int:
         return len(self.accelerations)
 
+    @property
+    def pairs(self) -> list[tuple[float, float]]:
+        """``(calibration radius, acceleration)`` per acceleration, as a column sampler's
+        ``(centre fraction, acceleration)``: what results are labelled and grouped by."""
+        return [(self.calibration_radius, a) for a in self.accelerations]
+
+    def check_plane(self, shape: tuple[int, int]) -> None:
+        """Draws a mask of every acceleration for this plane size once (they are cached).
+
+        Raises:
+            ValueError: an acceleration this plane cannot be sampled at (see the mask functions).
+        """
+        for index in range(len(self)):
+            self._draw(tuple(shape), index, (index, 0))
+
     def _draw_uncached(self, shape: tuple[int, int], index: int, seed: tuple[int, ...]) -> np.ndarray:
         args = (shape, self.accelerations[index], self.calibration_radius, self.partial_fourier, seed)
         if self.mask_type == "poisson2d":

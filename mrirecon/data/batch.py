@@ -15,7 +15,8 @@ from typing import NamedTuple
 
 import torch
 
-from mrirecon.core.transforms import CLAMP, apply_column_mask, instance_statistics, normalize, zero_filled_magnitude
+from mrirecon.core.operator import SamplingMask
+from mrirecon.core.transforms import CLAMP, instance_statistics, normalize, zero_filled_magnitude
 from mrirecon.data.dataset import SliceSample
 
 
@@ -30,8 +31,8 @@ class KSpaceBatch(NamedTuple):
     """
 
     kspace: torch.Tensor | None  # complex64 (B, C, H, W)
-    mask: torch.Tensor  # bool (B, W)
-    num_low_frequencies: torch.Tensor  # long (B,): centre (auto-calibration) columns
+    mask: torch.Tensor  # bool (B, W) columns, or (B, H, W) 2-D masks
+    num_low_frequencies: torch.Tensor  # long (B,): centre (auto-calibration) columns; a 2-D mask's calibration square's side
     crop_size: tuple[int, int]  # (h, w) reconstruction size
     target: torch.Tensor  # float32 (B, h, w) image units; zeros where has_target is False
     max_value: torch.Tensor  # float64 (B,) data range: max of the target volume's scored region
@@ -48,6 +49,17 @@ class KSpaceBatch(NamedTuple):
     @property
     def size(self) -> int:
         return self.mask.shape[0]
+
+    @property
+    def is_columns(self) -> bool:
+        """Column masks (B, W), rather than 2-D ones (B, H, W)."""
+        return self.mask.ndim == 2
+
+    def sampling_mask(self) -> SamplingMask:
+        """The batch's mask as the operator takes it, with its calibration region."""
+        if self.is_columns:
+            return SamplingMask.from_columns(self.mask, self.num_low_frequencies)
+        return SamplingMask.from_plane(self.mask, self.num_low_frequencies)
 
     @property
     def prepared(self) -> bool:
@@ -79,10 +91,11 @@ def prepare_batch(batch: KSpaceBatch, keep_kspace: bool = True) -> KSpaceBatch:
     if batch.prepared:
         return batch if keep_kspace or batch.kspace is None else batch._replace(kspace=None)
     assert batch.kspace is not None, "an unprepared batch needs its k-space"
-    if keep_kspace:
-        kspace = apply_column_mask(batch.kspace, batch.mask)
+    if keep_kspace or not batch.is_columns:
+        kspace = batch.sampling_mask().apply(batch.kspace)
         zero_filled = zero_filled_magnitude(kspace, batch.crop_size)
-    else:  # the mask goes into the inverse FFT's one product; no masked copy is made
+        kspace = kspace if keep_kspace else None
+    else:  # the column mask goes into the inverse FFT's one product; no masked copy is made
         kspace, zero_filled = None, zero_filled_magnitude(batch.kspace, batch.crop_size, batch.mask)
     mean, std = instance_statistics(zero_filled)
     return batch._replace(kspace=kspace, zero_filled=zero_filled, mean=mean, std=std)

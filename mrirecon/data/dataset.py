@@ -1,4 +1,4 @@
-"""Slices of fastMRI-format volumes, each with its column mask.
+"""Slices of fastMRI-format volumes, each with its mask: columns ``(W,)`` or a 2-D plane ``(H, W)``.
 
 :class:`SliceDataset` reads one slice and draws (or takes from the file) its mask; the batch
 type and the chain that turns masked k-space into images live in :mod:`mrirecon.data.batch`,
@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import Dataset
 
 from mrirecon.core.masks import ColumnMaskSampler
-from mrirecon.core.operator import center_crop
+from mrirecon.core.operator import center_crop, centred_sampled_square
+from mrirecon.core.plane_masks import PlaneMaskSampler
 from mrirecon.data.volumes import Challenge, VolumeInfo, read_target
 from mrirecon.errors import UserError
 
@@ -24,8 +25,8 @@ class SliceSample(NamedTuple):
     """One slice as read from disk, with its mask (not yet applied)."""
 
     kspace: torch.Tensor  # complex64 (C, H, W); C = 1 for single-coil
-    mask: torch.Tensor  # bool (W,)
-    num_low_frequencies: int  # centre (auto-calibration) columns of the mask
+    mask: torch.Tensor  # bool (W,) columns, or (H, W) for a 2-D sampler's masks
+    num_low_frequencies: int  # centre (auto-calibration) columns; a 2-D mask's calibration square's side
     target: torch.Tensor  # float32 (h, w) in image units; zeros when the file has none
     has_target: bool
     crop_size: tuple[int, int]
@@ -43,6 +44,38 @@ class SliceRequest(NamedTuple):
     index: int
     seed: int = 0
     padding: bool = False
+
+
+MaskSampler = ColumnMaskSampler | PlaneMaskSampler
+
+
+def draw_mask(masks: MaskSampler, info: VolumeInfo, pair: int | None = None, fname: str | None = None,
+              seed: int = 0) -> tuple[np.ndarray, int, int]:
+    """A volume's drawn mask: fixed by ``fname`` at acceleration ``pair``, or a training draw
+    from ``seed`` (``pair`` None).
+
+    A 2-D sampler draws over the whole ``(H, W)`` k-space plane; columns outside the file's
+    acquired ``padding`` are never sampled, as a column sampler leaves them out too.
+
+    Returns:
+        (bool mask ``(W,)`` or ``(H, W)``, calibration width (columns, or the side of the
+        centred fully sampled square), the acceleration pair's index).
+    """
+    if isinstance(masks, ColumnMaskSampler):
+        if pair is None:
+            return masks.random(seed, info.num_cols, info.padding)
+        return (*masks.fixed(fname or info.path.name, info.num_cols, pair, info.padding), pair)
+    shape = tuple(info.kspace_shape[-2:])
+    if pair is None:
+        mask, pair = masks.random(seed, shape)
+    else:
+        mask = masks.fixed(fname or info.path.name, shape, pair)
+    left, right = info.padding
+    if 0 <= left < right <= shape[1] and (left, right) != (0, shape[1]):
+        mask = mask.copy()
+        mask[:, :left] = False
+        mask[:, right:] = False
+    return mask, centred_sampled_square(torch.from_numpy(np.array(mask, dtype=bool))), pair
 
 
 class SliceDataset(Dataset):
@@ -66,7 +99,7 @@ class SliceDataset(Dataset):
         self,
         volumes: list[VolumeInfo],
         challenge: Challenge,
-        masks: ColumnMaskSampler | None,
+        masks: MaskSampler | None,
         mode: Literal["train", "fixed"] = "fixed",
         crop_size: tuple[int, int] | None = None,
         sample_rate: float | None = None,
@@ -113,10 +146,7 @@ class SliceDataset(Dataset):
             acceleration = info.acceleration or mask.size / max(int(mask.sum()), 1)
             return mask, info.fixed_num_low_frequencies, float(acceleration)
         assert self.masks is not None
-        if self.mode == "train":
-            mask, num_low, pair = self.masks.random(seed, info.num_cols, info.padding)
-        else:
-            mask, num_low = self.masks.fixed(info.path.name, info.num_cols, pair, info.padding)
+        mask, num_low, pair = draw_mask(self.masks, info, None if self.mode == "train" else pair, seed=seed)
         return mask, num_low, float(self.masks.pairs[pair][1])
 
     def __getitem__(self, request: int | SliceRequest | tuple) -> SliceSample:
@@ -140,7 +170,7 @@ class SliceDataset(Dataset):
         kspace = torch.from_numpy(np.asarray(kspace, dtype=np.complex64))
         return SliceSample(
             kspace=kspace if kspace.ndim == 3 else kspace[None],
-            mask=torch.from_numpy(mask),
+            mask=torch.from_numpy(np.array(mask, dtype=bool)),  # a copy: drawn masks are cached read-only
             num_low_frequencies=int(num_low),
             target=target_t.contiguous(),
             has_target=has_target,

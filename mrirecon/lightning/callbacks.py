@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from mrirecon.core.atomic import check_outputs, final_path
+from mrirecon.core.plane_masks import PLANE_MASK_TYPES
 from mrirecon.evaluation.submission import VolumeAssembler, volume_output_path
 
 
@@ -91,7 +92,8 @@ class PhaseLines(pl.Callback):
                              f"{trainer.world_size} process(es) on {trainer.strategy.root_device.type}, "
                              f"precision {trainer.precision}")
         masks = dm.masks
-        pairs = ", ".join(f"{acc}x (centre {cf:g})" for cf, acc in masks.pairs)
+        centre = "calibration radius" if masks.mask_type in PLANE_MASK_TYPES else "centre"
+        pairs = ", ".join(f"{acc:g}x ({centre} {cf:g})" for cf, acc in masks.pairs)
         parts = [_volumes_line(split, dm.volumes(split) if split != dm.test_split else dm.evaluation_volumes(),
                                dm.used_volumes(split, train=split == "train"),
                                dm.sample_rate if split == "train" else None)

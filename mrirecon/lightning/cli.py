@@ -570,7 +570,8 @@ def _build(spec: Any, first_argument: Any) -> Any:
 
 
 # The data settings that define what a run trains on; see _check_resume_keeps_data.
-_RESUMED_DATA_SETTINGS = ("challenge", "mask_type", "accelerations", "center_fractions", "crop_size", "batch_size",
+_RESUMED_DATA_SETTINGS = ("challenge", "mask_type", "accelerations", "center_fractions", "calibration_radius",
+                          "partial_fourier", "crop_size", "batch_size",
                           "sample_rate", "volume_sample_rate", "val_volume_sample_rate", "repetitions", "seed")
 
 

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mrirecon.core.masks import ColumnMaskSampler, MaskType
+from mrirecon.core.plane_masks import PLANE_MASK_TYPES, PlaneMaskSampler, PlaneMaskType
 from mrirecon.data.batch import KSpaceBatch, SliceCollator, prepare_batch
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.repetitions import RepetitionTargets, shared_subjects, with_repetition_targets
@@ -52,8 +53,12 @@ class ReconDataModule(pl.LightningDataModule):
         data_path: folder holding ``singlecoil_train``, ``singlecoil_val``, ... (or ``multicoil_*``).
         challenge: ``singlecoil`` (ESC targets) or ``multicoil`` (RSS targets).
         mask_type: fastMRI mask type: ``random``, ``equispaced_fraction``, ``equispaced``,
-            ``magic``, ``magic_fraction``.
-        center_fractions: fraction of centre columns kept, one per acceleration.
+            ``magic``, ``magic_fraction`` (column masks); or ``poisson2d``, ``gaussian2d``: 2-D
+            masks over the whole k-space plane (a 3-D scan's ky-kz plane), with a fully sampled
+            calibration disc (see :mod:`mrirecon.core.plane_masks`).
+        center_fractions: fraction of centre columns kept, one per acceleration (column masks).
+        calibration_radius: 2-D masks: radius of the calibration disc, in k-space points.
+        partial_fourier: 2-D masks: fraction of the last axis, at its end, never sampled.
         accelerations: undersampling factors (integers of at least 2); several give mixed
             accelerations in one run.
         crop_size: reconstruction size (rows, cols); None uses each volume's target size.
@@ -84,9 +89,11 @@ class ReconDataModule(pl.LightningDataModule):
         self,
         data_path: str,
         challenge: Challenge = "singlecoil",
-        mask_type: MaskType = "random",
+        mask_type: MaskType | PlaneMaskType = "random",
         center_fractions: list[float] = [0.08],  # noqa: B006 - LightningCLI needs plain defaults
         accelerations: list[int] = [4],  # noqa: B006
+        calibration_radius: float = 18.0,
+        partial_fourier: float = 0.0,
         crop_size: Optional[tuple[int, int]] = None,
         batch_size: int = 1,
         num_workers: int = 4,
@@ -105,7 +112,10 @@ class ReconDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         _check_data_arguments(batch_size, num_workers, crop_size, sample_rate, volume_sample_rate, val_volume_sample_rate, seed)
         try:
-            self.masks = ColumnMaskSampler(mask_type, center_fractions, accelerations)
+            if mask_type in PLANE_MASK_TYPES:
+                self.masks = PlaneMaskSampler(mask_type, accelerations, calibration_radius, partial_fourier)
+            else:
+                self.masks = ColumnMaskSampler(mask_type, center_fractions, accelerations)
         except ValueError as err:
             raise UserError(f"data.{err}") from None
         self.data_path = Path(data_path)
@@ -161,10 +171,11 @@ class ReconDataModule(pl.LightningDataModule):
         for info in infos:
             if info.fixed_mask is not None and self.use_file_masks is not False:
                 continue  # scored with the file's own mask
-            key = (info.num_cols, info.padding)
+            plane = isinstance(self.masks, PlaneMaskSampler)
+            key = tuple(info.kspace_shape[-2:]) if plane else (info.num_cols, info.padding)
             if key not in checked:
                 try:
-                    self.masks.check_width(*key)
+                    self.masks.check_plane(key) if plane else self.masks.check_width(*key)
                 except ValueError as err:
                     raise UserError(f"{info.path}: data.{err}") from None
                 checked.add(key)

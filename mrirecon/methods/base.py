@@ -78,7 +78,7 @@ class KSpaceNetworkMethod:
 
     def __call__(self, batch: KSpaceBatch) -> torch.Tensor:
         kspace = torch.view_as_real(batch.kspace)
-        mask = batch.mask[:, None, None, :, None]
+        mask = batch.sampling_mask().values[..., None]  # (B, 1, 1, W, 1) columns, (B, 1, H, W, 1) 2-D
         image = self.net(kspace, mask, batch.num_low_frequencies)
         return center_crop(image, batch.crop_size)
 
@@ -110,8 +110,11 @@ class DataConsistentNetworkMethod:
             raise UserError(
                 f"model.net: {type(self.net).__name__} reconstructs single-coil data, {batch.fname[0]} has "
                 f"{batch.kspace.shape[1]} coils: use mrirecon.models.VarNet, which estimates coil sensitivities")
+        if not batch.is_columns:
+            # A 2-D mask samples the readout too: no smaller grid keeps data consistency exact.
+            return batch.kspace, batch.sampling_mask()
         kspace = readout_cropped_kspace(batch.kspace, batch.crop_size[0])
-        return kspace, SamplingMask.from_columns(batch.mask, batch.num_low_frequencies)
+        return kspace, batch.sampling_mask()
 
 
 def as_method(net: nn.Module, channels_last: bool = False) -> ReconMethod:

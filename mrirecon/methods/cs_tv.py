@@ -212,11 +212,12 @@ def _prepare(
         )
     if multicoil and sens.shape != y.shape:
         raise ValueError(f"sens shape {tuple(sens.shape)} differs from y shape {tuple(y.shape)}")
-    batch, width = y.shape[0], y.shape[-1]
-    if mask.shape != (batch, width):
-        raise ValueError(f"mask must be (B, W) = {(batch, width)}, got {tuple(mask.shape)}")
+    batch, height, width = y.shape[0], y.shape[-2], y.shape[-1]
+    if mask.shape not in ((batch, width), (batch, height, width)):
+        raise ValueError(f"mask must be (B, W) = {(batch, width)} or (B, H, W), got {tuple(mask.shape)}")
     real_dtype = y.real.dtype
-    weights = mask.to(device=y.device, dtype=real_dtype).view(batch, *([1] * (y.ndim - 2)), width)
+    rows = height if mask.ndim == 3 else 1
+    weights = mask.to(device=y.device, dtype=real_dtype).view(batch, *([1] * (y.ndim - 3)), rows, width)
     lam = torch.as_tensor(lam, dtype=real_dtype, device=y.device)
     if lam.ndim == 0:
         lam = lam.expand(batch)
@@ -514,12 +515,20 @@ class CSTV(nn.Module):
         if y.shape[1] == 1:
             y = y[:, 0]
         else:
-            # All of the fully sampled centre: the drawn band plus sampled neighbours.
-            acs = torch.maximum(contiguous_centre_width(batch.mask), batch.num_low_frequencies).clamp_min(1)
+            if not batch.is_columns:
+                # A 2-D mask's calibration square, alone: its columns beyond it are undersampled.
+                acs = batch.num_low_frequencies.clamp_min(1)
+                y_calibration = batch.sampling_mask().calibration[:, :1] * y
+            else:
+                # All of the fully sampled centre: the drawn band plus sampled neighbours.
+                acs = torch.maximum(contiguous_centre_width(batch.mask), batch.num_low_frequencies).clamp_min(1)
+                y_calibration = y
+            if self.settings.sensitivities == "espirit" and not batch.is_columns:
+                raise UserError("cs_tv.sensitivities: espirit is for column masks; 2-D masks use the default estimate")
             if self.settings.sensitivities == "espirit":
                 sens = espirit_for_columns(y, batch.mask)
             else:
-                sens = estimate_sensitivities(y, acs)
+                sens = estimate_sensitivities(y_calibration, acs)
         lam_rel = torch.tensor([self.settings.lam_for(a) for a in batch.acceleration], device=y.device)
         lam = relative_lambda_to_absolute(lam_rel, y, mask, sens)
         image = cs_tv_reconstruct(y, mask, lam, iterations=self.settings.iterations, sens=sens)
