@@ -459,7 +459,8 @@ def report(config: RunConfig | str | Path, methods: Sequence[Method], splits: Se
     A name given several times is several runs of one method (training seeds): its rows show
     the mean over runs and their range. ``protocol``: ``fastmri`` (as ``test`` scores) or
     ``cmrxrecon`` (the CMRxRecon 2023 leaderboard's images and metrics,
-    :mod:`mrirecon.evaluation.cmrxrecon`).
+    :mod:`mrirecon.evaluation.cmrxrecon`) or ``cc359`` (the Calgary-Campinas challenge's,
+    :mod:`mrirecon.evaluation.cc359`).
     """
     from mrirecon.core import atomic
     from mrirecon.evaluation.results import format_runs_table, format_split_tables
@@ -601,6 +602,7 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
         write_results,
     )
     from mrirecon.evaluation.scoring import (
+        WHOLE_IMAGE_PROTOCOLS,
         check_complete_coverage,
         load_array,
         reconstruction_files,
@@ -620,9 +622,9 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
 
         for info in volumes.values():
             cine_grid(info.path, info.num_slices)
-        if dm.crop_size is not None:
-            raise UserError(f"--protocol cmrxrecon: crops the whole image itself; data.crop_size {list(dm.crop_size)} "
-                            "would score a crop of a crop (set --data.crop_size null)")
+    if protocol in WHOLE_IMAGE_PROTOCOLS and dm.crop_size is not None:
+        raise UserError(f"--protocol {protocol}: scores the whole image itself; data.crop_size {list(dm.crop_size)} "
+                        "would score a crop of a crop (set --data.crop_size null)")
     # The figure's settings are checked before any checkpoint reconstructs the split.
     if slices:
         for fname, index in slices:
@@ -668,6 +670,10 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     table = format_runs_table(runs, markdown=True)
     several = any(len(r) > 1 for r in groups.values())
     note = "\n\nMean over volumes; for several runs of a method, the mean over runs and (min–max) over runs." if several else ""
+    if protocol == "cc359":
+        note += ("\n\nScored as the Calgary-Campinas challenge: the outer 50 of 256 slices dropped at each end, each "
+                 "slice divided by its reference's maximum, SSIM and PSNR with the two slices' joint range; NMSE "
+                 "beside them; VIF not computed (sewar is not a dependency); not comparable with fastMRI's scores.")
     if protocol == "cmrxrecon":
         note += ("\n\nScored as the CMRxRecon 2023 leaderboard: the central 2 slices, the first 3 frames, a centre "
                  "crop of (kx/3, ky/2), each image divided by its maximum; not comparable with fastMRI's scores.")

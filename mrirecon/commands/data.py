@@ -28,6 +28,27 @@ def _simulate_cine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_cc359(args: argparse.Namespace) -> int:
+    from mrirecon.data.simulation.cc359 import simulate_cc359_download
+    from mrirecon.errors import UserError
+
+    for flag, value in (("--preset", args.preset), ("--undersampled", args.undersampled)):
+        if value is not None:
+            raise UserError(f"{flag}: not for --format cc359, whose download has its own sets and masks")
+    if args.overwrite:
+        raise UserError("--overwrite: not for --format cc359; it writes a new folder")
+    if args.challenge not in (None, "multicoil"):
+        raise UserError("--challenge singlecoil: --format cc359 simulates the 12-channel (multicoil) data only")
+    summary = simulate_cc359_download(args.out, width=args.recon_size or 42, seed=args.seed, sources=args.source,
+                                      progress=not args.no_progress)
+    plane = "x".join(map(str, summary["plane"]))
+    print(f"wrote {summary['out']}: a Calgary-Campinas multi-channel download (planes {plane}, {summary['coils']} "
+          f"coils, {summary['slices']} slices; " + ", ".join(f"{k} {v}" for k, v in summary["sets"].items())
+          + f" files; calibration radius {summary['calibration_radius']:.3g}); convert it: mrirecon data convert "
+          f"{summary['out']} --format cc359 --out DATASET")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="mrirecon data", description="Simulate, convert or check datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,10 +61,13 @@ def _parser() -> argparse.ArgumentParser:
                           "out-of-distribution split from the head named by --source, added beside the others), "
                           "full (320 recon, GPU), m4raw (M4Raw's files: 256x256, 4 coils, T1/T2/FLAIR repetitions; "
                           "the default of --format m4raw)")
-    sim.add_argument("--format", default=None, choices=["fastmri", "m4raw", "cmrxrecon"],
+    sim.add_argument("--format", default=None, choices=["fastmri", "m4raw", "cmrxrecon", "cc359"],
                      help="file layout: fastmri (one file per volume), m4raw (one per subject, contrast and "
-                          "repetition, named <subject>_<contrast><NN>.h5) or cmrxrecon (a CMRxRecon 2023 cine "
-                          "download: its tree of MATLAB files, for data convert); default: the preset's")
+                          "repetition, named <subject>_<contrast><NN>.h5), cmrxrecon (a CMRxRecon 2023 cine "
+                          "download: its tree of MATLAB files, for data convert) or cc359 (a Calgary-Campinas "
+                          "multi-channel download: train/, val/, Test-R=5|10/ and poisson_sampling/, for data "
+                          "convert; --recon_size sets kz, 170 for the real 218 x 170 planes, default 42); "
+                          "default: the preset's")
     sim.add_argument("--challenge", default=None, choices=["singlecoil", "multicoil"],
                      help="default: singlecoil (multicoil for the m4raw format, its only one)")
     sim.add_argument("--seed", type=int, default=0)
@@ -61,14 +85,20 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--no_progress", "--no-progress", dest="no_progress", action="store_true")
 
     conv = sub.add_parser("convert", help="convert another dataset's download into a mrirecon dataset folder")
-    conv.add_argument("source", type=Path, help="the download's top folder (CMRxRecon: the one holding MultiCoil/)")
-    conv.add_argument("--format", required=True, choices=["cmrxrecon"], help="the download's format: cmrxrecon (2023 cine)")
+    conv.add_argument("source", type=Path, help="the download's top folder (CMRxRecon: the one holding MultiCoil/; "
+                      "Calgary-Campinas: one holding train/, val/ and Test-R=5/, at any depth)")
+    conv.add_argument("--format", required=True, choices=["cmrxrecon", "cc359"],
+                      help="the download's format: cmrxrecon (2023 cine) or cc359 (Calgary-Campinas 12-channel)")
     conv.add_argument("--out", required=True, type=Path, help="dataset folder to write (swapped in whole)")
     conv.add_argument("--challenge", default="multicoil", choices=["singlecoil", "multicoil"])
     conv.add_argument("--val_fraction", "--val-fraction", dest="val_fraction", type=float, default=0.1,
-                      help="fraction of TrainingSet patients for val (default 0.1)")
-    conv.add_argument("--test_fraction", "--test-fraction", dest="test_fraction", type=float, default=0.1,
-                      help="fraction of TrainingSet patients for test (default 0.1)")
+                      help="fraction of TrainingSet patients (cc359: of train/ volumes) for val (default 0.1)")
+    conv.add_argument("--test_fraction", "--test-fraction", dest="test_fraction", type=float, default=None,
+                      help="fraction of TrainingSet patients for test (default 0.1; cmrxrecon only: cc359's test "
+                           "is its val/)")
+    conv.add_argument("--masks", type=Path, default=None,
+                      help="cc359: the folder of the challenge's masks R5_218x170.npy, ... (default: a "
+                           "poisson_sampling/ folder in the download); they give test_acc05 and test_acc10")
     conv.add_argument("--seed", type=int, default=0, help="seed of the patients' split")
 
     chk = sub.add_parser("check", help="validate a dataset folder (or a CMRxRecon download) and print a summary")
@@ -83,6 +113,8 @@ def main(argv: list[str]) -> int:
     if args.command == "simulate":
         if args.format == "cmrxrecon":
             return _simulate_cine(args)
+        if args.format == "cc359":
+            return _simulate_cc359(args)
         from mrirecon.data.simulate import simulate_dataset
 
         summary = simulate_dataset(
@@ -104,19 +136,44 @@ def main(argv: list[str]) -> int:
         return 0
 
     if args.command == "convert":
-        from mrirecon.data.cmrxrecon import convert_cine
         from mrirecon.errors import UserError
 
         if args.out.resolve() == args.source.resolve() or args.source.resolve() in args.out.resolve().parents:
             raise UserError(f"--out {args.out}: inside the download {args.source}; choose a folder outside it")
-        counts = convert_cine(args.source, args.out, args.challenge, args.val_fraction, args.test_fraction, args.seed)
+        if args.format == "cc359":
+            from mrirecon.data.cc359 import convert_scans
+
+            if args.challenge != "multicoil":
+                raise UserError("--challenge singlecoil: Calgary-Campinas' raw data is the 12-channel (multicoil) set")
+            if args.test_fraction is not None:
+                raise UserError("--test_fraction: not for --format cc359, whose val/ volumes are the test split")
+            counts = convert_scans(args.source, args.out, args.val_fraction, args.seed, args.masks)
+        else:
+            from mrirecon.data.cmrxrecon import convert_cine
+
+            if args.masks is not None:
+                raise UserError("--masks: for --format cc359; CMRxRecon's masks lie beside its files")
+            test_fraction = 0.1 if args.test_fraction is None else args.test_fraction
+            counts = convert_cine(args.source, args.out, args.challenge, args.val_fraction, test_fraction, args.seed)
         print(f"wrote {args.out}: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) + " volumes")
         return 0
 
-    from mrirecon.data.check import check_dataset, cmrxrecon_challenges, format_cmrxrecon_report, format_report
+    from mrirecon.data.check import (
+        check_dataset,
+        cmrxrecon_challenges,
+        format_cc359_report,
+        format_cmrxrecon_report,
+        format_report,
+        is_cc359_download,
+    )
 
+    download = None
     if args.path.is_dir() and cmrxrecon_challenges(args.path):
-        text, bad = format_cmrxrecon_report(args.path)
+        download = format_cmrxrecon_report
+    elif is_cc359_download(args.path):
+        download = format_cc359_report
+    if download is not None:
+        text, bad = download(args.path)
         print(text)
         if bad:
             print(f"mrirecon: error: {args.path}: {bad} bad file(s)", file=sys.stderr)

@@ -39,11 +39,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _data_settings(args: argparse.Namespace, overrides: list[str]) -> dict:
-    """mask_type, center_fractions, accelerations, challenge, crop_size."""
+    """mask_type, center_fractions, accelerations, challenge, crop_size and the 2-D masks'
+    calibration_radius and partial_fourier."""
     from mrirecon.core.checkpoint_files import peek_checkpoint
     from mrirecon.errors import UserError
 
-    keys = ("mask_type", "center_fractions", "accelerations", "challenge", "crop_size")
+    keys = ("mask_type", "center_fractions", "accelerations", "challenge", "crop_size", "calibration_radius",
+            "partial_fourier")
     if args.config is not None:
         from mrirecon.api import RunConfig
 
@@ -63,6 +65,8 @@ def main(argv: list[str]) -> int:
 
     from mrirecon.core.atomic import check_outputs, check_writable_folder, first_missing_folder, remove_empty_folders
     from mrirecon.core.masks import ColumnMaskSampler
+    from mrirecon.core.plane_masks import PLANE_MASK_TYPES, PlaneMaskSampler
+    from mrirecon.data.dataset import draw_mask
     from mrirecon.data.volumes import read_volume_info
     from mrirecon.errors import UserError
     from mrirecon.evaluation.submission import write_reconstruction
@@ -70,11 +74,14 @@ def main(argv: list[str]) -> int:
 
     _check_device(args.device)
     settings = _data_settings(args, overrides)
-    if settings["mask_type"] in ("poisson2d", "gaussian2d"):
-        raise UserError(f"data.mask_type: reconstruct draws column masks only, not {settings['mask_type']} "
-                        "(2-D masks are for fit, test and baseline)")
     try:
-        masks = ColumnMaskSampler(settings["mask_type"] or "random", settings["center_fractions"], settings["accelerations"])
+        if settings["mask_type"] in PLANE_MASK_TYPES:
+            radius, partial = settings["calibration_radius"], settings["partial_fourier"]
+            masks = PlaneMaskSampler(settings["mask_type"], settings["accelerations"],
+                                     18.0 if radius is None else radius, partial or 0.0)
+        else:
+            masks = ColumnMaskSampler(settings["mask_type"] or "random", settings["center_fractions"],
+                                      settings["accelerations"])
     except ValueError as err:
         raise UserError(f"data.{err}") from None
     # Before the folder is made or anything read: no output may replace an input (--out being
@@ -106,7 +113,11 @@ def main(argv: list[str]) -> int:
             if args.acceleration not in accelerations:
                 raise UserError(f"{path}: has no mask of its own: choose --acceleration from {accelerations}")
             pair = accelerations.index(args.acceleration)
-            mask, num_low = masks.fixed(path.name, info.num_cols, pair, info.padding)
+            # The mask `test` and `predict` give this file: fixed by its name.
+            try:
+                mask, num_low, _ = draw_mask(masks, info, pair)
+            except ValueError as err:  # a plane too small for the 2-D mask's acceleration
+                raise UserError(f"{path}: {err}") from None
             acceleration = args.acceleration
         plans.append((path, info, mask, num_low, acceleration))
     created = first_missing_folder(args.out)

@@ -42,9 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--acceleration", type=float, default=None, help="acceleration shown in the figure (default: the lowest)")
     parser.add_argument("--slices", nargs="*", default=None, metavar="FILE:SLICE",
                         help="slices for the figure (default: the middle slice of the first two volumes)")
-    parser.add_argument("--protocol", default="fastmri", metavar="{fastmri,cmrxrecon}",
-                        help="how to score: fastmri (as test scores, default) or cmrxrecon (the CMRxRecon 2023 "
-                        "leaderboard: central 2 slices, first 3 frames, a centre crop, each image by its maximum)")
+    parser.add_argument("--protocol", default="fastmri", metavar="{fastmri,cmrxrecon,cc359}",
+                        help="how to score: fastmri (as test scores, default), cmrxrecon (the CMRxRecon 2023 "
+                        "leaderboard: central 2 slices, first 3 frames, a centre crop, each image by its maximum) "
+                        "or cc359 (the Calgary-Campinas challenge: outer slices dropped, each slice by its "
+                        "reference's maximum, SSIM and PSNR)")
     parser.add_argument("--no_progress", "--no-progress", dest="no_progress", action="store_true")
     return parser
 

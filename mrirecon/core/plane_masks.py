@@ -23,6 +23,7 @@ label is what the scan time saves.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Literal, Sequence, get_args
 
 import numpy as np
@@ -39,13 +40,18 @@ def calibration_disc(shape: tuple[int, int], radius: float) -> np.ndarray:
     return (rows - shape[0] // 2) ** 2 + (cols - shape[1] // 2) ** 2 <= radius**2
 
 
+def acquired_columns(width: int, partial_fourier: float) -> int:
+    """Columns of the last axis a partial-Fourier scan acquires: ``ceil((1 - partial_fourier) * W)``,
+    as DIRECT's Calgary-Campinas reader keeps them (145 of 170 at 0.15); rounded to 6 decimals
+    first, so that 0.85 * 180, 152.99999999999997 in floating point, keeps 153."""
+    return min(width, int(math.ceil(round((1.0 - partial_fourier) * width, 6))))
+
+
 def _acquirable(shape: tuple[int, int], partial_fourier: float) -> np.ndarray:
     """Points a scan may acquire: not in the partial Fourier band (the last ``partial_fourier``
     of the last axis)."""
     keep = np.ones(shape, dtype=bool)
-    skipped = int(round(partial_fourier * shape[1]))
-    if skipped:
-        keep[:, shape[1] - skipped:] = False
+    keep[:, acquired_columns(shape[1], partial_fourier):] = False
     return keep
 
 

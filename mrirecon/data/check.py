@@ -76,6 +76,30 @@ def format_cmrxrecon_report(path: Path) -> tuple[str, int]:
     return "\n".join(lines), bad_count
 
 
+def is_cc359_download(path: Path) -> bool:
+    """Whether ``path`` is a Calgary-Campinas download (its ``train/``, ``val/`` or
+    ``Test-R=N/`` folders of .h5 files, not mrirecon's ``<challenge>_<split>`` folders)."""
+    from mrirecon.data.cc359 import find_set_folders
+
+    path = Path(path)
+    if not path.is_dir() or any(p.is_dir() and SPLIT_FOLDER.match(p.name) for p in path.iterdir()):
+        return False
+    return bool(find_set_folders(path))
+
+
+def format_cc359_report(path: Path) -> tuple[str, int]:
+    """``data check`` of a Calgary-Campinas download: a table of its sets and the bad files;
+    and their number. Training reads the converted folder (``mrirecon data convert``)."""
+    from mrirecon.data.cc359 import check_download
+
+    rows, bad = check_download(path)
+    lines = [text_table(["Calgary-Campinas set", "files", "plane ky x kz", "coils", "slices"], rows)]
+    lines += [f"  {p}: {why}" for p, why in bad]
+    lines.append(f"a Calgary-Campinas download: convert it for training with mrirecon data convert {path} --format cc359 "
+                 "--out DIR")
+    return "\n".join(lines), len(bad)
+
+
 def check_dataset(path: Path, check_finite: bool = True, use_cache: bool = True) -> list[SplitReport]:
     """Validate every file under ``path`` as the commands that read it would; never raises for a
     bad file, only for a bad folder.

@@ -39,14 +39,16 @@ def read_geometry(raw: bytes | str, num_cols: int, path: Path) -> tuple[tuple[in
 
 
 def header_bytes(height: int, width: int, r: int | tuple[int, int], fov_mm: float, slice_mm: float,
-                    slices: int, coils: int, acquisition: str, repetitions: tuple[str, ...] = ()) -> bytes:
+                    slices: int, coils: int, acquisition: str, repetitions: tuple[str, ...] = (),
+                    acquired_columns: int | None = None) -> bytes:
     """An ISMRMRD XML header with what fastMRI's SliceDataset reads, and the geometry.
 
     ``r`` is the reconstruction size: square (one number) or (rows, columns), ``fov_mm`` the
     field of view of its rows.
 
     The phase-encode limits span all ``width`` columns with the centre at ``width // 2``, so
-    SliceDataset's padding is 0 on the left and ``width`` on the right. ``repetitions`` (file
+    SliceDataset's padding is 0 on the left and ``width`` on the right; ``acquired_columns``
+    ends them earlier (partial Fourier: Calgary-Campinas' last 15 % of kz is never acquired). ``repetitions`` (file
     stems, this file's first) adds M4Raw's ``repetitionInformation``: the group and the other
     repetitions' measurement IDs, as its files list them.
     """
@@ -56,8 +58,8 @@ def header_bytes(height: int, width: int, r: int | tuple[int, int], fov_mm: floa
     def xyz(x: float, y: float, z: float) -> dict:
         return {"x": x, "y": y, "z": z}
 
-    def limits(maximum: int) -> dict:
-        return {"minimum": 0, "maximum": maximum, "center": (maximum + 1) // 2}
+    def limits(maximum: int, center: int | None = None) -> dict:
+        return {"minimum": 0, "maximum": maximum, "center": (maximum + 1) // 2 if center is None else center}
 
     fields = {
         "measurementInformation": {"patientPosition": "HFS", "protocolName": acquisition},
@@ -76,7 +78,8 @@ def header_bytes(height: int, width: int, r: int | tuple[int, int], fov_mm: floa
                 "fieldOfView_mm": xyz(fov_mm, recon_cols * pixel, slice_mm),
             },
             "encodingLimits": {
-                "kspace_encoding_step_1": limits(width - 1),
+                "kspace_encoding_step_1": limits(width - 1) if acquired_columns is None
+                else limits(acquired_columns - 1, width // 2),
                 "kspace_encoding_step_2": limits(0),
                 "slice": limits(slices - 1),
             },

@@ -27,14 +27,14 @@ import numpy as np
 import torch
 
 from mrirecon.core import atomic
-from mrirecon.core.operator import center_crop, contiguous_centre_width, evaluation_crop_size
+from mrirecon.core.operator import center_crop, centred_sampled_square, contiguous_centre_width, evaluation_crop_size
 from mrirecon.data import ismrmrd
 from mrirecon.errors import UserError
 
 Challenge = Literal["singlecoil", "multicoil"]
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
 KSPACE_NDIM = {"singlecoil": 3, "multicoil": 4}
-CACHE_VERSION = 6  # 3: mask, acceleration and target values validated; 4: k-space fingerprints; 5: no negative targets; 6: labels match masks
+CACHE_VERSION = 7  # 3: mask, acceleration and target values validated; 4: k-space fingerprints; 5: no negative targets; 6: labels match masks; 7: 2-D masks
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class VolumeInfo:
         target_shape: (rows, cols) of the target, or the header's recon size when there is none.
         padding: (left, right) columns actually acquired, from the header (fastMRI's formula).
         acquisition: the ``acquisition`` attribute (CORPD_FBK, AXT2, ...), "" when absent.
-        fixed_mask: the file's own sampling mask (test/challenge files), or None.
+        fixed_mask: the file's own sampling mask (test/challenge files), or None: one value per
+            column ``(W,)``, or a 2-D plane mask ``(H, W)`` as nested tuples (Calgary-Campinas).
         acceleration: the file's ``acceleration`` attribute, or None.
         target_max: per reconstruction size ``"<rows>x<cols>"``, the maximum of the target
             volume over the region scored at that size (the centre crop to that size, then to
@@ -67,7 +68,7 @@ class VolumeInfo:
     target_shape: tuple[int, int]
     padding: tuple[int, int]
     acquisition: str
-    fixed_mask: tuple[bool, ...] | None = None
+    fixed_mask: tuple[bool, ...] | tuple[tuple[bool, ...], ...] | None = None
     acceleration: float | None = None
     target_max: dict[str, float] = field(default_factory=dict)
     fingerprint: str = ""
@@ -83,8 +84,12 @@ class VolumeInfo:
 
     @property
     def fixed_num_low_frequencies(self) -> int:
-        """The auto-calibration band of the file's own mask (0 without one)."""
-        return int(contiguous_centre_width(torch.tensor(self.fixed_mask))) if self.fixed_mask is not None else 0
+        """The auto-calibration band of the file's own mask (0 without one): the central run of
+        sampled columns, or a 2-D mask's centred fully sampled square."""
+        if self.fixed_mask is None:
+            return 0
+        mask = torch.tensor(self.fixed_mask)
+        return int(centred_sampled_square(mask) if mask.ndim == 2 else contiguous_centre_width(mask))
 
     def reconstruction_size(self, crop_size: tuple[int, int] | None = None) -> tuple[int, int]:
         """The image size this volume is reconstructed and scored at.
@@ -134,24 +139,27 @@ def _dataset(hf: h5py.File, key: str, path: Path) -> h5py.Dataset:
     return node
 
 
-def _read_mask(hf: h5py.File, path: Path, cols: int) -> tuple[bool, ...]:
-    """The file's own column mask: 0/1 (or boolean) values, one per k-space column."""
+def _read_mask(hf: h5py.File, path: Path, rows: int, cols: int) -> tuple[bool, ...] | tuple[tuple[bool, ...], ...]:
+    """The file's own mask: 0/1 (or boolean) values, one per k-space column ``(W,)``, or a 2-D
+    mask over the k-space plane ``(H, W)`` (Calgary-Campinas' Poisson-disc masks)."""
     dataset = _dataset(hf, "mask", path)
     if not (dataset.dtype == bool or np.issubdtype(dataset.dtype, np.integer) or np.issubdtype(dataset.dtype, np.floating)):
         raise UserError(f"{path}: mask has dtype {dataset.dtype}, expected 0/1 or boolean values")
-    if dataset.ndim != 1:
+    if dataset.ndim not in (1, 2) or (dataset.ndim == 2 and tuple(dataset.shape) != (rows, cols)):
         # Reshaping (2, 19) or (38, 1) into 38 columns would guess a layout the file does not state.
         raise UserError(f"{path}: mask has shape {tuple(dataset.shape)}, expected one value per k-space column, "
-                        f"shape ({cols},)")
+                        f"shape ({cols},), or a 2-D mask of the k-space plane, ({rows}, {cols})")
     values = np.asarray(dataset[()])
-    if values.shape[0] != cols:
+    if values.shape[-1] != cols:
         raise UserError(f"{path}: mask has {values.shape[0]} values, kspace has {cols} columns")
     if not np.isin(values, (0, 1)).all():
         odd = values[~np.isin(values, (0, 1))][0]
         raise UserError(f"{path}: mask holds {odd.item()!r}, expected only 0/1 (or boolean) values")
     mask = values.astype(bool)
     if not mask.any():
-        raise UserError(f"{path}: mask samples no column")
+        raise UserError(f"{path}: mask samples no {'column' if mask.ndim == 1 else 'point'}")
+    if mask.ndim == 2:
+        return tuple(tuple(bool(m) for m in row) for row in mask)
     return tuple(bool(m) for m in mask)
 
 
@@ -175,25 +183,32 @@ def _read_acceleration(attrs: h5py.AttributeManager, path: Path) -> float | None
 LABEL_TOLERANCE = 3.0
 
 
-def _check_label_of_mask(path: Path, mask: tuple[bool, ...], acceleration: float, padding: tuple[int, int]) -> None:
+def _check_label_of_mask(path: Path, mask: tuple, acceleration: float, padding: tuple[int, int]) -> None:
     """Refuses an ``acceleration`` attribute that its own mask contradicts: results are labelled
     and grouped by it (a fully sampled mask labelled 4x would score SSIM 1.0 as 4x).
 
     A nominal acceleration lies between the mask's overall rate (fastMRI's random and equispaced
     masks) and its rate outside the calibration band (CMRxRecon's masks: every R-th line plus 24
     central lines, which on a small ky samples far more than 1/R overall); the label must lie
-    within a factor :data:`LABEL_TOLERANCE` of that range."""
+    within a factor :data:`LABEL_TOLERANCE` of that range. A 2-D mask counts points of the
+    acquired columns, its calibration region the centred fully sampled square."""
+    values = np.asarray(mask, dtype=bool)
+    plane = values.ndim == 2
+    cols = values.shape[-1]
     left, right = padding
-    if not (0 <= left < right <= len(mask) and any(mask[left:right])):
-        left, right = 0, len(mask)
-    acquirable, sampled = right - left, sum(mask[left:right])
-    band = min(int(contiguous_centre_width(torch.tensor(mask))), sampled)
+    if not (0 <= left < right <= cols and values[..., left:right].any()):
+        left, right = 0, cols
+    acquirable, sampled = values[..., left:right].size, int(values[..., left:right].sum())
+    tensor = torch.from_numpy(values)
+    band = int(centred_sampled_square(tensor)) ** 2 if plane else int(contiguous_centre_width(tensor))
+    band = min(band, sampled)
     overall = acquirable / sampled
     outside_band = (acquirable - band) / (sampled - band) if sampled > band else overall
     if (sampled == acquirable and acceleration > 1) or not (
             overall / LABEL_TOLERANCE <= acceleration <= outside_band * LABEL_TOLERANCE):
+        unit = "points of the acquired columns" if plane else "columns"
         raise UserError(f"{path}: acceleration attribute {acceleration:g} contradicts its mask, which samples {sampled} "
-                        f"of {acquirable} columns ({overall:.3g}x)")
+                        f"of {acquirable} {unit} ({overall:.3g}x)")
 
 
 def scored_maximum(target: np.ndarray, size: tuple[int, int]) -> float:
@@ -293,7 +308,7 @@ def read_volume_info(
 
             fixed_mask = None
             if "mask" in hf:
-                fixed_mask = _read_mask(hf, path, cols)
+                fixed_mask = _read_mask(hf, path, rows, cols)
             attrs = hf.attrs
             acceleration = _read_acceleration(attrs, path)
             if fixed_mask is not None and acceleration is not None:
@@ -502,9 +517,11 @@ def _to_json(info: VolumeInfo) -> dict:
 def _from_json(d: dict) -> VolumeInfo:
     d = dict(d)
     d["path"] = Path(d["path"])
-    for key in ("kspace_shape", "target_shape", "padding", "fixed_mask"):
+    for key in ("kspace_shape", "target_shape", "padding"):
         if d[key] is not None:
             d[key] = tuple(d[key])
+    if d["fixed_mask"] is not None:  # JSON lists back to (nested, for 2-D masks) tuples
+        d["fixed_mask"] = tuple(tuple(row) if isinstance(row, list) else row for row in d["fixed_mask"])
     d["target_files"] = tuple(Path(p) for p in d.get("target_files", ()))
     return VolumeInfo(**d)
 

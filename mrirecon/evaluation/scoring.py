@@ -6,7 +6,8 @@ A folder is what ``mrirecon predict`` and ``mrirecon baseline`` write in the sub
 them, and every volume is scored by :func:`mrirecon.core.metrics.volume_metrics` with
 fastMRI's evaluation crop, so a report compares like with like and equals ``test``'s numbers.
 The ``cmrxrecon`` protocol scores instead as the CMRxRecon 2023 leaderboard did
-(:mod:`mrirecon.evaluation.cmrxrecon`), on the whole image of each converted volume.
+(:mod:`mrirecon.evaluation.cmrxrecon`), and ``cc359`` as the Calgary-Campinas challenge did
+(:mod:`mrirecon.evaluation.cc359`), each on the whole image of each converted volume.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from mrirecon.core.operator import center_crop
 from mrirecon.data.cmrxrecon import cine_grid
 from mrirecon.data.volumes import VolumeInfo, read_target
 from mrirecon.errors import UserError
+from mrirecon.evaluation.cc359 import challenge_metrics
 from mrirecon.evaluation.cmrxrecon import ranking_metrics
 
-Protocol = Literal["fastmri", "cmrxrecon"]
-PROTOCOLS: tuple[str, ...] = ("fastmri", "cmrxrecon")
+Protocol = Literal["fastmri", "cmrxrecon", "cc359"]
+PROTOCOLS: tuple[str, ...] = ("fastmri", "cmrxrecon", "cc359")
+# The protocols that score the whole image of each volume themselves (no data.crop_size).
+WHOLE_IMAGE_PROTOCOLS: tuple[str, ...] = ("cmrxrecon", "cc359")
 
 
 def load_array(path: Path, key: str) -> np.ndarray:
@@ -82,8 +86,9 @@ def score_folder(
 ) -> tuple[dict[tuple[str, float], dict[str, float]], dict[tuple[str, float], Path]]:
     """Per-volume metrics of one folder of reconstructions, and its file map.
 
-    ``protocol``: ``fastmri`` (``fastmri.evaluate``'s, as ``test`` scores) or ``cmrxrecon``
-    (the CMRxRecon 2023 ranking, which crops the whole image itself).
+    ``protocol``: ``fastmri`` (``fastmri.evaluate``'s, as ``test`` scores), ``cmrxrecon``
+    (the CMRxRecon 2023 ranking, which crops the whole image itself) or ``cc359`` (the
+    Calgary-Campinas challenge's, on the whole plane without the outer slices).
 
     Raises:
         UserError: a reconstruction of a file the split does not hold, or of the wrong shape.
@@ -106,6 +111,13 @@ def score_folder(
                     raise UserError(f"{path}: shape {recon.shape}; the CMRxRecon ranking crops the whole image, "
                                     f"{target.shape} (reconstruct without data.crop_size)")
                 scores[(fname, acc)] = ranking_metrics(target, recon, *grid, path)
+                continue
+            if protocol == "cc359":
+                target = target_volume(volumes[fname], None)
+                if target.shape != recon.shape:
+                    raise UserError(f"{path}: shape {recon.shape}; the Calgary-Campinas metrics score the whole plane, "
+                                    f"{target.shape} (reconstruct without data.crop_size)")
+                scores[(fname, acc)] = challenge_metrics(target, recon, path)
                 continue
             target = target_volume(volumes[fname], crop_size)
             if target.shape != recon.shape:

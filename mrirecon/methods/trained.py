@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mrirecon.core.checkpoint_files import read_checkpoint
-from mrirecon.core.operator import contiguous_centre_width
+from mrirecon.core.operator import centred_sampled_square, contiguous_centre_width
 from mrirecon.data.batch import KSpaceBatch, prepare_batch
 from mrirecon.errors import UserError
 from mrirecon.methods.adaptation import AdaptedMethod, AdaptSettings
@@ -87,10 +87,11 @@ class TrainedModel:
 
         Args:
             kspace: complex ``(slices, H, W)`` (single-coil) or ``(slices, coils, H, W)``.
-            mask: ``(W,)`` column mask (sampled columns true).
+            mask: ``(W,)`` column mask (sampled columns true), or a 2-D mask ``(H, W)`` of the
+                k-space plane (Calgary-Campinas' Poisson-disc masks).
             crop_size: ``(rows, cols)`` of the images (fastMRI's targets are 320 x 320).
             num_low_frequencies: centre columns of the mask (default: the run of sampled
-                columns through the centre).
+                columns through the centre; a 2-D mask's centred fully sampled square).
             batch_size: slices reconstructed together.
             adapt: fine-tune the network on this volume's own measurement first
                 (:class:`~mrirecon.methods.adaptation.AdaptSettings`; all its slices at once),
@@ -104,10 +105,21 @@ class TrainedModel:
             raise UserError(f"kspace: expected complex (slices, [coils,] H, W), got {kspace.dtype} {tuple(kspace.shape)}")
         if kspace.ndim == 3:
             kspace = kspace[:, None]
-        mask = torch.as_tensor(mask).bool().reshape(-1)
-        if mask.shape[0] != kspace.shape[-1]:
-            raise UserError(f"mask: {mask.shape[0]} columns, kspace has {kspace.shape[-1]}")
-        low = int(contiguous_centre_width(mask)) if num_low_frequencies is None else int(num_low_frequencies)
+        mask = torch.as_tensor(mask).bool()
+        plane = mask.ndim == 2 and mask.shape[0] > 1
+        if plane:
+            if tuple(mask.shape) != tuple(kspace.shape[-2:]):
+                raise UserError(f"mask: a 2-D mask of {tuple(mask.shape)}, kspace planes are {tuple(kspace.shape[-2:])}")
+            if adapt is not None and adapt.steps:
+                raise UserError("--adapt_steps: adaptation splits column masks only, not a 2-D mask")
+        else:
+            mask = mask.reshape(-1)
+            if mask.shape[0] != kspace.shape[-1]:
+                raise UserError(f"mask: {mask.shape[0]} columns, kspace has {kspace.shape[-1]}")
+        if num_low_frequencies is not None:
+            low = int(num_low_frequencies)
+        else:
+            low = int(centred_sampled_square(mask) if plane else contiguous_centre_width(mask))
         crop = (int(crop_size[0]), int(crop_size[1]))
         method = self.method
         self.last_adaptation = None
@@ -119,7 +131,7 @@ class TrainedModel:
             chunk = kspace[start:start + batch_size].to(self.device, torch.complex64)
             n = chunk.shape[0]
             batch = KSpaceBatch(
-                kspace=chunk, mask=mask.to(self.device).expand(n, -1), num_low_frequencies=torch.full((n,), low, device=self.device),
+                kspace=chunk, mask=mask.to(self.device).expand(n, *mask.shape), num_low_frequencies=torch.full((n,), low, device=self.device),
                 crop_size=crop, target=torch.zeros(n, *crop, device=self.device),
                 max_value=torch.zeros(n, dtype=torch.float64, device=self.device),
                 fname=[""] * n, slice_num=list(range(start, start + n)), acceleration=[0.0] * n,

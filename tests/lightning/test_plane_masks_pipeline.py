@@ -88,15 +88,19 @@ def test_fit_and_test_train_and_score_with_poisson_masks(tiny_singlecoil, tmp_pa
     assert {key[1] for key in rows} >= {"4x", "8x"}
     assert all(np.isfinite(v["ssim"]) for v in rows.values())
 
+    # reconstruct draws the file's mask as test and predict do: fixed by the file name.
     test_file = sorted((tiny_singlecoil / "singlecoil_test").glob("*.h5"))[0]
-    refused = run_cli("reconstruct", str(test_file), "--ckpt_path", str(ckpt), "--out", str(tmp_path / "r"),
-                      "--acceleration", "4")
-    assert refused.code == 2 and "data.mask_type: reconstruct draws column masks only, not poisson2d" in refused.err
-    assert not (tmp_path / "r").exists()
-
-    # Zero-filled through `baseline` with the same masks: scored as fastmri.evaluate scores them.
+    assert_ok(run_cli("predict", "--config", str(config), "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "p")))
+    result = run_cli("reconstruct", str(test_file), "--ckpt_path", str(ckpt), "--out", str(tmp_path / "r"),
+                     "--acceleration", "4")
+    assert_ok(result)
     import h5py
 
+    with h5py.File(tmp_path / "r" / test_file.name, "r") as hf, \
+            h5py.File(tmp_path / "p" / "4x" / test_file.name, "r") as tested:
+        np.testing.assert_allclose(hf["reconstruction"][()], tested["reconstruction"][()], rtol=1e-4, atol=1e-6)
+
+    # Zero-filled through `baseline` with the same masks: scored as fastmri.evaluate scores them.
     from cli_helpers import fastmri_scores, run_baseline
 
     baseline = run_baseline("zero-filled", config, tmp_path / "zf")
