@@ -4,8 +4,8 @@ Fourier band, seeding, and their density beside sigpy's Poisson disc."""
 import numpy as np
 import pytest
 
-from mrirecon.core.plane_masks import (PlaneMaskSampler, acceleration_of, calibration_disc, gaussian_mask,
-                                       poisson_disc_mask)
+from mrirecon.core.plane_masks import (PlaneMaskSampler, acceleration_of, acquired_columns, calibration_disc,
+                                       gaussian_mask, poisson_disc_mask)
 
 # Calgary-Campinas' ky-kz planes.
 SHAPES = [(218, 170), (218, 174), (218, 180)]
@@ -22,8 +22,11 @@ def test_acceleration_calibration_and_partial_fourier(kind, partial_fourier, acc
         # Counted over the whole plane, the never-acquired partial Fourier band included.
         assert acceleration_of(mask) == pytest.approx(acceleration, rel=0.05)
         assert mask[sampler.calibration(shape)].all()
-        skipped = round(partial_fourier * shape[1])
-        assert not mask[:, shape[1] - skipped:].any() if skipped else True
+        # DIRECT's Calgary-Campinas columns: 145 of 170, 148 of 174, 153 of 180 acquired.
+        acquired = {0.0: shape[1], 0.15: {170: 145, 174: 148, 180: 153}[shape[1]]}[partial_fourier]
+        assert acquired_columns(shape[1], partial_fourier) == acquired
+        assert not mask[:, acquired:].any()
+        assert mask[:, acquired - 1].any() if partial_fourier else True  # the band ends where DIRECT ends it
         # Variable density: the centre is sampled more densely than the periphery.
         centre = np.zeros(shape, bool)
         centre[shape[0] // 4: 3 * shape[0] // 4, shape[1] // 4: 3 * shape[1] // 4] = True
