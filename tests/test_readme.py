@@ -20,6 +20,8 @@ SKIP = {
     "/data/m4raw": "M4Raw's download: tests/lightning/test_m4raw.py runs its config on files of its shapes",
     "/data/CMRxRecon": "CMRxRecon's download: tests/data/test_cmrxrecon_files.py checks and converts a tree of its layout",
     "configs/cmrxrecon_": "the converted CMRxRecon download: tests/lightning/test_cmrxrecon.py runs this config on it",
+    "/data/CC359": "Calgary-Campinas' download: tests/data/test_cc359_files.py checks and converts one of its layout",
+    "configs/cc359_": "the converted Calgary-Campinas download: tests/lightning/test_cc359_pipeline.py runs this config",
     "_state_dict.pt": "fastMRI's published weights, downloaded by the user: tests/commands/test_import.py",
     "--trainer.devices 4": "needs GPUs",
     "--trainer.strategy ddp": "several processes: tests/lightning/test_distributed.py",

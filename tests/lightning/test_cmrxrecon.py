@@ -108,7 +108,7 @@ def test_fit_test_predict_baseline_on_cmrxrecon(converted, tmp_path):
     cropped = run_cli("report", "--config", config, "--method", f"unet={tmp_path / 'predict_test_acc04'}",
                       "--split", "test_acc04", "--protocol", "cmrxrecon", "--out", tmp_path / "cropped",
                       "--data.crop_size", "[64, 32]")
-    assert cropped.code == 2 and "--protocol cmrxrecon: crops the whole image itself" in cropped.err
+    assert cropped.code == 2 and "--protocol cmrxrecon: scores the whole image itself" in cropped.err
 
     baseline = run_baseline("zero-filled", config, tmp_path / "zf")
     zero_filled = metrics_csv(baseline / "metrics.csv")
