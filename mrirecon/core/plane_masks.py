@@ -149,6 +149,21 @@ def gaussian_mask(shape: tuple[int, int], acceleration: float, calibration_radiu
     return mask
 
 
+# One cache for the process, keyed by every setting a mask depends on: a Poisson-disc draw takes
+# 0.1-0.5 s, and fit, test, predict and baseline (in one notebook, or one test run) draw the same
+# fixed and bank masks again with samplers of their own. 1024 masks of 218 x 180 are 40 MB.
+@functools.lru_cache(maxsize=1024)
+def _drawn_mask(mask_type: str, shape: tuple[int, int], acceleration: float, calibration_radius: float,
+                partial_fourier: float, gaussian_std: float, seed: tuple[int, ...]) -> np.ndarray:
+    args = (shape, acceleration, calibration_radius, partial_fourier, seed)
+    if mask_type == "poisson2d":
+        mask = poisson_disc_mask(*args)
+    else:
+        mask = gaussian_mask(*args, std=gaussian_std)
+    mask.setflags(write=False)  # cached: shared by every caller
+    return mask
+
+
 class PlaneMaskSampler:
     """Draws 2-D plane masks for one or more accelerations.
 
@@ -185,8 +200,6 @@ class PlaneMaskSampler:
         self.partial_fourier = float(partial_fourier)
         self.bank_size = int(bank_size)
         self.gaussian_std = float(gaussian_std)
-        # Each sampler its own caches: masks depend on every setting above.
-        self._draw = functools.lru_cache(maxsize=4096)(self._draw_uncached)
 
     def __len__(self) -> int:
         return len(self.accelerations)
@@ -206,14 +219,9 @@ class PlaneMaskSampler:
         for index in range(len(self)):
             self._draw(tuple(shape), index, (index, 0))
 
-    def _draw_uncached(self, shape: tuple[int, int], index: int, seed: tuple[int, ...]) -> np.ndarray:
-        args = (shape, self.accelerations[index], self.calibration_radius, self.partial_fourier, seed)
-        if self.mask_type == "poisson2d":
-            mask = poisson_disc_mask(*args)
-        else:
-            mask = gaussian_mask(*args, std=self.gaussian_std)
-        mask.setflags(write=False)  # cached: shared by every caller
-        return mask
+    def _draw(self, shape: tuple[int, int], index: int, seed: tuple[int, ...]) -> np.ndarray:
+        return _drawn_mask(self.mask_type, tuple(shape), self.accelerations[index], self.calibration_radius,
+                           self.partial_fourier, self.gaussian_std if self.mask_type == "gaussian2d" else 0.0, seed)
 
     def fixed(self, fname: str, shape: tuple[int, int], index: int) -> np.ndarray:
         """The validation/test mask of a volume at acceleration ``index`` (bool ``shape``)."""

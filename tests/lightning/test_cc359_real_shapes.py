@@ -1,6 +1,6 @@
 """Calgary-Campinas files with the real download's shapes: planes of 218 x 170, 174 and 180,
-12 coils as 24 interleaved float32 channels, the challenge's mask files for each size; fit, test
-and baseline from the shipped config, scored as fastmri.evaluate's functions score them.
+12 coils as 24 interleaved float32 channels, the challenge's mask files for each size; fit, test,
+predict and baseline from the shipped config, scored as fastmri.evaluate's functions score them.
 
 The default suite runs volumes of 2 slices; the slow one a whole 256-slice volume, scored as the
 challenge scored it (its outer 50 slices at each end dropped)."""
@@ -90,6 +90,13 @@ def test_fit_test_and_baseline_on_the_real_planes(tmp_path):
     rows = metrics_csv(tmp_path / "t" / "metrics.csv")
     assert {acc for _, acc, _ in rows} == {"5x", "10x"}
     assert {name for _, _, name in rows} == {p.name for p in (data / "multicoil_test").glob("*.h5")}
+    result = run_cli("predict", "--config", str(config), "--ckpt_path", str(ckpt), "--data.test_split", "test_acc10",
+                     "--output_dir", str(tmp_path / "p"))
+    assert_ok(result)
+    for path in (data / "multicoil_test_acc10").glob("*.h5"):  # flat: each file has its own mask
+        with h5py.File(tmp_path / "p" / path.name, "r") as hf, h5py.File(path, "r") as source:
+            assert hf["reconstruction"].shape == source["reconstruction_rss"].shape
+            assert float(hf.attrs["acceleration"]) == 10
     drawn = _check_zero_filled(config, data, "test", tmp_path / "zf")
     assert {acc for _, acc, _ in drawn} == {"5x", "10x"}
     published = _check_zero_filled(config, data, "test_acc10", tmp_path / "zf10")
