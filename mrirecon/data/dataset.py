@@ -79,7 +79,7 @@ def draw_mask(masks: MaskSampler, info: VolumeInfo, pair: int | None = None, fna
 
 
 class SliceDataset(Dataset):
-    """Slices of a list of volumes with their column masks.
+    """Slices of a list of volumes with their masks (columns, or 2-D planes).
 
     Args:
         volumes: validated volumes (see :func:`mrirecon.data.volumes.scan_volumes`).
