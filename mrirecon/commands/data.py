@@ -100,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="cc359: the folder of the challenge's masks R5_218x170.npy, ... (default: a "
                            "poisson_sampling/ folder in the download); they give test_acc05 and test_acc10")
     conv.add_argument("--seed", type=int, default=0, help="seed of the patients' split")
+    conv.add_argument("--no_progress", "--no-progress", dest="no_progress", action="store_true")
 
     chk = sub.add_parser("check", help="validate a dataset folder (or a CMRxRecon download) and print a summary")
     chk.add_argument("path", type=Path)
@@ -136,25 +137,39 @@ def main(argv: list[str]) -> int:
         return 0
 
     if args.command == "convert":
+        from tqdm import tqdm
+
         from mrirecon.errors import UserError
+
+        bars: list[tqdm] = []
+
+        def progress(steps: list) -> tqdm:
+            bars.append(tqdm(steps, unit="volume", desc=f"converting {args.format}", disable=args.no_progress,
+                             leave=False))
+            return bars[-1]
 
         if args.out.resolve() == args.source.resolve() or args.source.resolve() in args.out.resolve().parents:
             raise UserError(f"--out {args.out}: inside the download {args.source}; choose a folder outside it")
-        if args.format == "cc359":
-            from mrirecon.data.cc359 import convert_scans
+        try:  # the bar is closed on a refusal too: one error line, not half a bar and the line
+            if args.format == "cc359":
+                from mrirecon.data.cc359 import convert_scans
 
-            if args.challenge != "multicoil":
-                raise UserError("--challenge singlecoil: Calgary-Campinas' raw data is the 12-channel (multicoil) set")
-            if args.test_fraction is not None:
-                raise UserError("--test_fraction: not for --format cc359, whose val/ volumes are the test split")
-            counts = convert_scans(args.source, args.out, args.val_fraction, args.seed, args.masks)
-        else:
-            from mrirecon.data.cmrxrecon import convert_cine
+                if args.challenge != "multicoil":
+                    raise UserError("--challenge singlecoil: Calgary-Campinas' raw data is the 12-channel (multicoil) set")
+                if args.test_fraction is not None:
+                    raise UserError("--test_fraction: not for --format cc359, whose val/ volumes are the test split")
+                counts = convert_scans(args.source, args.out, args.val_fraction, args.seed, args.masks, progress)
+            else:
+                from mrirecon.data.cmrxrecon import convert_cine
 
-            if args.masks is not None:
-                raise UserError("--masks: for --format cc359; CMRxRecon's masks lie beside its files")
-            test_fraction = 0.1 if args.test_fraction is None else args.test_fraction
-            counts = convert_cine(args.source, args.out, args.challenge, args.val_fraction, test_fraction, args.seed)
+                if args.masks is not None:
+                    raise UserError("--masks: for --format cc359; CMRxRecon's masks lie beside its files")
+                test_fraction = 0.1 if args.test_fraction is None else args.test_fraction
+                counts = convert_cine(args.source, args.out, args.challenge, args.val_fraction, test_fraction, args.seed,
+                                      progress)
+        finally:
+            for bar in bars:
+                bar.close()
         print(f"wrote {args.out}: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) + " volumes")
         return 0
 

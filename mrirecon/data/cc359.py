@@ -30,7 +30,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import h5py
 import numpy as np
@@ -296,7 +296,7 @@ def _write_volume(path: Path, source: ScanFile, shape: dict[str, int], chunks: I
 
 
 def convert_scans(root: Path, out: Path, val_fraction: float = 0.1, seed: int = 0, masks: Optional[Path] = None,
-                  progress: Optional[Callable[[Iterator], Iterator]] = None) -> dict[str, int]:
+                  progress: Optional[Callable[[list], Iterable]] = None) -> dict[str, int]:
     """Converts a CC359 multi-channel download into a mrirecon dataset folder.
 
     ``train/`` becomes ``multicoil_train`` and ``multicoil_val`` (whole volumes, seeded); ``val/``
@@ -338,7 +338,7 @@ def convert_scans(root: Path, out: Path, val_fraction: float = 0.1, seed: int = 
         else:
             plan.append((f"testset_acc{f.acceleration:02d}", f, sampled_points(f.path), f.acceleration))
     counts: dict[str, int] = {}
-    steps = progress(iter(plan)) if progress else plan
+    steps = progress(plan) if progress else plan
     with atomic.staged_folder(out) as work:
         for split, f, mask, acc in steps:
             name = f"{CHALLENGE}_{split}"

@@ -29,7 +29,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Optional
+from typing import Callable, Iterable, Literal, Optional
 
 import h5py
 import numpy as np
@@ -278,7 +278,7 @@ def split_patients(patients: list[str], val_fraction: float, test_fraction: floa
 
 def convert_cine(root: Path, out: Path, challenge: Challenge = "multicoil", val_fraction: float = 0.1,
                  test_fraction: float = 0.1, seed: int = 0,
-                 progress: Optional[Callable[[Iterator], Iterator]] = None) -> dict[str, int]:
+                 progress: Optional[Callable[[list], Iterable]] = None) -> dict[str, int]:
     """Converts a CMRxRecon cine tree into a mrirecon dataset folder.
 
     TrainingSet's fully sampled files become ``<challenge>_train|val|test`` (whole patients,
@@ -307,7 +307,7 @@ def convert_cine(root: Path, out: Path, challenge: Challenge = "multicoil", val_
             name = "validation" if f.set_name == "ValidationSet" else "testset"
             plan.append((f"{name}_acc{f.acceleration:02d}", f))
     counts: dict[str, int] = {}
-    steps = progress(iter(plan)) if progress else plan
+    steps = progress(plan) if progress else plan
     with atomic.staged_folder(out) as work:
         for split, f in steps:
             key = kspace_key(challenge, f.acceleration)
