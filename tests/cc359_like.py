@@ -10,6 +10,23 @@ from pathlib import Path
 import h5py
 import numpy as np
 import skimage.metrics
+import yaml
+
+CONFIG = Path(__file__).parents[1] / "configs" / "cc359_multicoil_unet.yaml"
+
+
+def cpu_config(tmp_path: Path, data: Path, net: dict, **data_settings) -> Path:
+    """The shipped Calgary-Campinas config for this CPU: its masks and splits as they are, a tiny
+    network ``net`` (init_args), one process, no workers, ``data_settings`` on top."""
+    settings = yaml.safe_load(CONFIG.read_text())
+    settings["trainer"].update(accelerator="cpu", precision="32-true", max_epochs=1, log_every_n_steps=1,
+                               enable_progress_bar=False, enable_model_summary=False, benchmark=False)
+    settings["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
+    settings["model"]["net"]["init_args"].update(net)
+    settings["data"].update(data_path=str(data), num_workers=0, transform_on_device=False, **data_settings)
+    path = tmp_path / "cc359.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
 
 
 def dataset_images(path: Path) -> np.ndarray:

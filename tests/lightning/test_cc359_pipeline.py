@@ -12,14 +12,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import yaml
 
-from cc359_like import challenge_scores
+from cc359_like import challenge_scores, cpu_config
 from cli_helpers import assert_ok, assert_user_error, fastmri_scores, metrics_csv, run_cli
 from mrirecon.data.cc359 import convert_scans
 from mrirecon.data.simulation.cc359 import calibration_radius_of, simulate_cc359_download
 
-CONFIG = Path(__file__).parents[2] / "configs" / "cc359_multicoil_unet.yaml"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -32,17 +30,8 @@ def dataset(tmp_path_factory):
 
 
 def _config(tmp_path: Path, data: Path) -> Path:
-    """The shipped config, for this CPU and the small planes: its masks, data and splits as they are."""
-    settings = yaml.safe_load(CONFIG.read_text())
-    settings["trainer"].update(accelerator="cpu", precision="32-true", max_epochs=1, log_every_n_steps=1,
-                               enable_progress_bar=False, enable_model_summary=False, benchmark=False)
-    settings["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
-    settings["model"]["net"]["init_args"].update(chans=4, num_pool_layers=2, norm_groups=2)
-    settings["data"].update(data_path=str(data), calibration_radius=round(calibration_radius_of(42), 2), num_workers=0,
-                            batch_size=2, transform_on_device=False)
-    path = tmp_path / "cc359.yaml"
-    path.write_text(yaml.safe_dump(settings))
-    return path
+    return cpu_config(tmp_path, data, {"chans": 4, "num_pool_layers": 2, "norm_groups": 2}, batch_size=2,
+                      calibration_radius=round(calibration_radius_of(42), 2))
 
 
 def _targets(folder: Path) -> dict[str, np.ndarray]:

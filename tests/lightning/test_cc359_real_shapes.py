@@ -12,9 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import yaml
 
-from cc359_like import challenge_scores
+from cc359_like import challenge_scores, cpu_config
 from cli_helpers import assert_ok, fastmri_scores, metrics_csv, run_cli
 from mrirecon.core.plane_masks import poisson_disc_mask
 from mrirecon.data.anatomy import default_sources, resolve_source
@@ -22,7 +21,6 @@ from mrirecon.data.cc359 import PLANE_SIZES, convert_scans
 from mrirecon.data.simulation.cc359 import scan_kspace
 from mrirecon.data.simulation.synthesis import prepare_head
 
-CONFIG = Path(__file__).parents[2] / "configs" / "cc359_multicoil_unet.yaml"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -47,15 +45,7 @@ def _download(root: Path, test_slices: int, sizes=PLANE_SIZES, masks: bool = Tru
 
 
 def _config(tmp_path: Path, data: Path) -> Path:
-    settings = yaml.safe_load(CONFIG.read_text())
-    settings["trainer"].update(accelerator="cpu", precision="32-true", max_epochs=1, log_every_n_steps=1,
-                               enable_progress_bar=False, enable_model_summary=False, benchmark=False)
-    settings["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
-    settings["model"]["net"]["init_args"].update(chans=2, num_pool_layers=2, norm_groups=2)
-    settings["data"].update(data_path=str(data), num_workers=0, batch_size=1, transform_on_device=False)
-    path = tmp_path / "cc359.yaml"
-    path.write_text(yaml.safe_dump(settings))
-    return path
+    return cpu_config(tmp_path, data, {"chans": 2, "num_pool_layers": 2, "norm_groups": 2}, batch_size=1)
 
 
 def _check_zero_filled(config: Path, data: Path, split: str, out: Path) -> dict:

@@ -26,9 +26,7 @@ from mrirecon.core import atomic
 from mrirecon.core.plane_masks import acquired_columns, poisson_disc_mask
 from mrirecon.data.anatomy import default_sources, resolve_source
 from mrirecon.data.cc359 import ACCELERATIONS, CALIBRATION_RADIUS, MASK_FOLDER, PARTIAL_FOURIER
-from mrirecon.data.simulation.acquisition import coil_sensitivities
-from mrirecon.data.simulation.presets import FOV_MARGIN, Draw
-from mrirecon.data.simulation.synthesis import FOREGROUND, Head, prepare_head, smooth_field, synthesize_subject
+from mrirecon.data.simulation.synthesis import Head, coil_subject, prepare_head
 from mrirecon.errors import UserError
 
 COILS = 12
@@ -53,20 +51,13 @@ def calibration_radius_of(width: int) -> float:
 def scan_kspace(head: Head, plane: tuple[int, int], slices: int, rng: np.random.Generator) -> np.ndarray:
     """Fully sampled k-space of one scan as the dataset stores it: float32 ``(slices, H, W, 24)``."""
     rows, cols = plane
-    draw = Draw("source", snr=float("nan"), pe_oversampling=1.0, fov_margin=FOV_MARGIN)
-    fov_mm = FOV_MARGIN * head.extent_mm
-    magnitude = synthesize_subject(head, cols, slices, fov_mm, rng, draw)
-    magnitude /= magnitude.max()
-    inside = magnitude > FOREGROUND
-    phase = smooth_field(rng, magnitude.shape, (3, 4, 4), 1.0)
-    maps = coil_sensitivities(rng, COILS, fov_mm, head.slab_mm, inside)
-    sigma = magnitude[inside].mean() / SNR
+    subject = coil_subject(head, cols, slices, COILS, SNR, rng)
     images = np.zeros((slices, COILS, rows, cols), dtype=np.complex64)
     top = (rows - cols) // 2
-    images[:, :, top:top + cols, :] = (magnitude * np.exp(1j * phase))[:, None] * maps
+    images[:, :, top:top + cols, :] = (subject.magnitude * np.exp(1j * subject.phase))[:, None] * subject.maps
     kspace = np.fft.fftshift(np.fft.fft2(images, norm="ortho"), axes=(-2, -1))
     noise = rng.standard_normal(kspace.shape + (2,)).astype(np.float32).view(np.complex64)[..., 0]
-    kspace = (kspace + sigma * noise).astype(np.complex64)
+    kspace = (kspace + subject.sigma * noise).astype(np.complex64)
     kspace[..., acquired_columns(cols, PARTIAL_FOURIER):] = 0
     stored = np.empty((slices, rows, cols, 2 * COILS), dtype=np.float32)
     moved = np.moveaxis(kspace, 1, -1)

@@ -26,9 +26,7 @@ from mrirecon.core import atomic
 from mrirecon.core.operator import fft2c_numpy
 from mrirecon.data.anatomy import default_sources, resolve_source
 from mrirecon.data.cmrxrecon import ACCELERATIONS, COIL_FOLDERS, MATLAB_USERBLOCK, kspace_key
-from mrirecon.data.simulation.acquisition import coil_sensitivities
-from mrirecon.data.simulation.presets import FOV_MARGIN, Draw
-from mrirecon.data.simulation.synthesis import FOREGROUND, Head, prepare_head, smooth_field, synthesize_subject
+from mrirecon.data.simulation.synthesis import Head, coil_subject, prepare_head
 from mrirecon.errors import UserError
 
 FRAMES = 12
@@ -78,14 +76,8 @@ def _breathing(image: np.ndarray, scale: float) -> np.ndarray:
 def cine_kspace(head: Head, r: int, slices: int, challenge: str, rng: np.random.Generator) -> np.ndarray:
     """Fully sampled k-space of one view in MATLAB's order, (kx, ky, coils, slices, frames)
     (single-coil: no coil axis), complex64, kx = 2r and ky = r."""
-    draw = Draw("source", snr=float("nan"), pe_oversampling=1.0, fov_margin=FOV_MARGIN)
-    fov_mm = FOV_MARGIN * head.extent_mm
-    magnitude = synthesize_subject(head, r, slices, fov_mm, rng, draw)
-    magnitude /= magnitude.max()
-    inside = magnitude > FOREGROUND
-    phase = smooth_field(rng, magnitude.shape, (3, 4, 4), 1.0)
-    maps = coil_sensitivities(rng, COILS, fov_mm, head.slab_mm, inside) if challenge == "multicoil" else None
-    sigma = magnitude[inside].mean() / SNR
+    subject = coil_subject(head, r, slices, COILS if challenge == "multicoil" else None, SNR, rng)
+    magnitude, phase, maps, sigma = subject.magnitude, subject.phase, subject.maps, subject.sigma
     coils = COILS if maps is not None else 1
     kspace = np.zeros((2 * r, r, coils, slices, FRAMES), dtype=np.complex64)
     for t in range(FRAMES):

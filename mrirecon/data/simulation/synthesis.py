@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from mrirecon.data import tissues
 from mrirecon.data.anatomy import load_anatomy, source_digest
-from mrirecon.data.simulation.presets import Draw
+from mrirecon.data.simulation.acquisition import coil_sensitivities
+from mrirecon.data.simulation.presets import FOV_MARGIN, Draw
 
 # Anatomy geometry, in millimetres of the 1 mm source grid.
 _SLAB_MM = 100.0  # axial coverage, from near the vertex down to the cerebellum
@@ -174,3 +175,29 @@ def _add_shells(probabilities: np.ndarray, outside_mm: np.ndarray,
     for name, layer in layers.items():
         out[tissues.TISSUES.index(name)] += empty * layer
     return out
+
+
+@dataclass(frozen=True)
+class CoilSubject:
+    """A simulated subject as the CMRxRecon and Calgary-Campinas downloads draw it: the slices'
+    magnitude (maximum 1), a smooth phase, the loop coils' maps (None for single-coil) and the
+    noise level that gives ``snr`` over the head."""
+
+    magnitude: np.ndarray  # (slices, r, r)
+    phase: np.ndarray  # (slices, r, r), radians
+    maps: np.ndarray | None  # complex (slices, coils, r, r)
+    sigma: float
+
+
+def coil_subject(head: Head, r: int, slices: int, coils: int | None, snr: float,
+                 rng: np.random.Generator) -> CoilSubject:
+    """Draws a :class:`CoilSubject` from ``rng`` (the head's shape and contrast, then its phase,
+    then the coils, in this order)."""
+    draw = Draw("source", snr=float("nan"), pe_oversampling=1.0, fov_margin=FOV_MARGIN)
+    fov_mm = FOV_MARGIN * head.extent_mm
+    magnitude = synthesize_subject(head, r, slices, fov_mm, rng, draw)
+    magnitude /= magnitude.max()
+    inside = magnitude > FOREGROUND
+    phase = smooth_field(rng, magnitude.shape, (3, 4, 4), 1.0)
+    maps = coil_sensitivities(rng, coils, fov_mm, head.slab_mm, inside) if coils else None
+    return CoilSubject(magnitude, phase, maps, float(magnitude[inside].mean() / snr))
