@@ -111,6 +111,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     except UserError as err:
         print(f"mrirecon: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:
+        _quiet_closed_stdout()
     except OSError as err:
         if err.errno not in DISK_FULL:
             raise
@@ -131,7 +133,27 @@ def main(argv: Optional[list[str]] = None) -> None:
         if stop.code == 1 and _CtrlC.received:  # Lightning's exit after its graceful shutdown
             print("mrirecon: interrupted", file=sys.stderr)
             sys.exit(130)
+        _flush_stdout()
         raise
+    _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    """Writes out what is buffered while a closed pipe can still be handled here, not in the
+    interpreter's exit (which prints 'Exception ignored ... BrokenPipeError' and exits 120)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_closed_stdout()
+
+
+def _quiet_closed_stdout() -> None:
+    """The reader of our output went away (`mrirecon data check D | head`): stop quietly with
+    exit 1, as the Python documentation advises; stdout goes to /dev/null so that no later
+    flush fails."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
 
 
 def _peer_failed(err: RuntimeError) -> bool:

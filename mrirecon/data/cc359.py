@@ -78,6 +78,9 @@ def find_set_folders(root: Path) -> dict[tuple[str, Optional[int]], Path]:
     case, up to a few levels down), by (set, acceleration); empty when there are none."""
     root = Path(root)
     found: dict[tuple[str, Optional[int]], Path] = {}
+    own = _set_of(root)
+    if own is not None and any(root.glob("*.h5")):  # a set folder itself (.../12-channel/train)
+        return {own: root}
     level = [root]
     for _ in range(_SEARCH_DEPTH):
         following = []
@@ -137,6 +140,17 @@ def _kspace_dataset(hf: h5py.File, path: Path) -> h5py.Dataset:
         raise UserError(f"{path}: kspace has shape {data.shape}: its last axis must hold real and imaginary parts "
                         "of each coil (an even number, 24 for 12 coils)")
     return data
+
+
+def looks_like_scan(path: Path) -> bool:
+    """Whether a file holds k-space as the dataset stores it (real floats, 4 dimensions), as
+    opposed to a fastMRI-layout volume (complex) in a folder named like a set."""
+    try:
+        with h5py.File(path, "r") as hf:
+            data = hf.get("kspace")
+            return isinstance(data, h5py.Dataset) and data.ndim == 4 and np.issubdtype(data.dtype, np.floating)
+    except OSError:
+        return False
 
 
 def scan_shape(path: Path) -> dict[str, int]:

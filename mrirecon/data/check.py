@@ -77,14 +77,18 @@ def format_cmrxrecon_report(path: Path) -> tuple[str, int]:
 
 
 def is_cc359_download(path: Path) -> bool:
-    """Whether ``path`` is a Calgary-Campinas download (its ``train/``, ``val/`` or
-    ``Test-R=N/`` folders of .h5 files, not mrirecon's ``<challenge>_<split>`` folders)."""
-    from mrirecon.data.cc359 import find_set_folders
+    """Whether ``path`` is a Calgary-Campinas download: its ``train/``, ``val/`` or ``Test-R=N/``
+    folders of .h5 files (not mrirecon's ``<challenge>_<split>`` folders), the first of which
+    holds the dataset's real-valued k-space (fastMRI-layout files in a folder named ``train``
+    are checked as what they are)."""
+    from mrirecon.data.cc359 import find_set_folders, looks_like_scan
 
     path = Path(path)
     if not path.is_dir() or any(p.is_dir() and SPLIT_FOLDER.match(p.name) for p in path.iterdir()):
         return False
-    return bool(find_set_folders(path))
+    folders = find_set_folders(path)
+    first = next((f for folder in folders.values() for f in sorted(folder.glob("*.h5"))), None)
+    return first is not None and looks_like_scan(first)
 
 
 def format_cc359_report(path: Path) -> tuple[str, int]:

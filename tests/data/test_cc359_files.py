@@ -200,3 +200,15 @@ def test_the_challenge_metrics_equal_its_published_code():
     zero[60] = 0
     with pytest.raises(UserError, match="the reference of slice 60 is zero"):
         challenge_metrics(zero, recon)
+
+
+def test_a_set_folder_given_itself_and_fastmri_files_in_a_train_folder(download, converted, tmp_path):
+    train = download / "Raw-data/Multi-channel/12-channel/train"
+    assert [f.set_name for f in find_scan_files(train)] == ["train"] * 3
+    result = run_cli("data", "check", str(train))
+    assert result.code == 0 and "Calgary-Campinas set" in result.out
+    # fastMRI-layout volumes in a folder named train/ are checked as a mrirecon dataset, not as scans.
+    import shutil
+
+    shutil.copytree(converted[0] / "multicoil_train", tmp_path / "data" / "train")
+    assert_user_error(run_cli("data", "check", str(tmp_path / "data")), "no singlecoil_*/multicoil_* split folders")
