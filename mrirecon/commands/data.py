@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -150,6 +151,12 @@ def main(argv: list[str]) -> int:
 
         if args.out.resolve() == args.source.resolve() or args.source.resolve() in args.out.resolve().parents:
             raise UserError(f"--out {args.out}: inside the download {args.source}; choose a folder outside it")
+        if args.out.is_dir() and any(args.out.iterdir()):
+            # The converted splits would replace a dataset's of the same names (or land in the
+            # download, for a folder above it).
+            raise UserError(f"--out {args.out}: exists and is not empty; convert into a new folder")
+        if args.out.exists() and not args.out.is_dir():
+            raise UserError(f"--out {args.out}: exists and is not a folder")
         try:  # the bar is closed on a refusal too: one error line, not half a bar and the line
             if args.format == "cc359":
                 from mrirecon.data.cc359 import convert_scans
@@ -186,7 +193,7 @@ def main(argv: list[str]) -> int:
     if args.path.is_dir() and cmrxrecon_challenges(args.path):
         download = format_cmrxrecon_report
     elif is_cc359_download(args.path):
-        download = format_cc359_report
+        download = functools.partial(format_cc359_report, check_finite=not args.skip_finite)
     if download is not None:
         text, bad = download(args.path)
         print(text)

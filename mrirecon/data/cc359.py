@@ -39,6 +39,7 @@ from mrirecon.core import atomic
 from mrirecon.core.operator import ifft2c_numpy
 from mrirecon.core.plane_masks import acquired_columns
 from mrirecon.data import ismrmrd
+from mrirecon.data.volumes import PLANE_LABEL_TOLERANCE
 from mrirecon.errors import UserError
 
 CHALLENGE = "multicoil"  # the 12-channel data; the single-channel set is magnitude images only
@@ -92,7 +93,10 @@ def find_set_folders(root: Path) -> dict[tuple[str, Optional[int]], Path]:
             for child in children:
                 key = _set_of(child)
                 if key is not None and any(child.glob("*.h5")):
-                    found.setdefault(key, child)
+                    if key in found:  # 12-channel/train beside 32-channel/train: which is meant?
+                        raise UserError(f"{root}: two {child.name}/ folders, {found[key]} and {child}; give the "
+                                        "folder of one set of scans (Raw-data/Multi-channel/12-channel)")
+                    found[key] = child
                 else:
                     following.append(child)
         if found:
@@ -243,8 +247,8 @@ def read_published_masks(folder: Path, acceleration: int, shape: tuple[int, int]
         return None
     try:
         masks = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: not a NumPy mask array ({err})") from None
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
+        raise UserError(f"{path}: not a NumPy mask array ({err or 'empty'})") from None
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3 or masks.shape[1:] != tuple(shape) or masks.shape[0] == 0:
@@ -254,7 +258,20 @@ def read_published_masks(folder: Path, acceleration: int, shape: tuple[int, int]
     masks = masks.astype(bool)
     if not masks[:, shape[0] // 2, shape[1] // 2].all():
         raise UserError(f"{path}: a mask does not sample the centre of k-space; not the challenge's centred masks")
+    check_mask_rate(masks, acceleration, path)
     return masks
+
+
+def check_mask_rate(mask: np.ndarray, acceleration: int, where: Path | str) -> None:
+    """Refuses a mask (or bank ``(n, H, W)``) whose rate over the plane is not the acceleration
+    it is filed under (a 10x mask as R5, a 10x scan in Test-R=7), within the tolerance files'
+    labels are held to (:data:`mrirecon.data.volumes.PLANE_LABEL_TOLERANCE`)."""
+    masks = mask.reshape(-1, *mask.shape[-2:])
+    for index, one in enumerate(masks):
+        rate = one.size / max(int(one.sum()), 1)
+        if not acceleration / PLANE_LABEL_TOLERANCE <= rate <= acceleration * PLANE_LABEL_TOLERANCE:
+            which = f"mask {index}" if len(masks) > 1 else "its mask"
+            raise UserError(f"{where}: {which} samples {rate:.3g}x of the plane, not the {acceleration}x it is filed under")
 
 
 def published_mask_for(masks: np.ndarray, volume_name: str, seed: int) -> np.ndarray:
@@ -347,10 +364,14 @@ def convert_scans(root: Path, out: Path, val_fraction: float = 0.1, seed: int = 
             shape = shapes[f.path]
             for acc in ACCELERATIONS if masks is not None else ():
                 bank = read_published_masks(masks, acc, (shape["ky"], shape["kz"]))
-                if bank is not None:
-                    plan.append((f"test_acc{acc:02d}", f, published_mask_for(bank, f.path.name, seed), acc))
+                if bank is None:  # else test_acc05 would silently lack this volume
+                    raise UserError(f"{masks}: no R{acc}_{shape['ky']}x{shape['kz']}.npy for {f.path} (the challenge's "
+                                    "masks are 218 x 170, 174 and 180)")
+                plan.append((f"test_acc{acc:02d}", f, published_mask_for(bank, f.path.name, seed), acc))
         else:
-            plan.append((f"testset_acc{f.acceleration:02d}", f, sampled_points(f.path), f.acceleration))
+            mask = sampled_points(f.path)
+            check_mask_rate(mask, f.acceleration, f.path)
+            plan.append((f"testset_acc{f.acceleration:02d}", f, mask, f.acceleration))
     counts: dict[str, int] = {}
     steps = progress(plan) if progress else plan
     with atomic.staged_folder(out) as work:
@@ -362,14 +383,21 @@ def convert_scans(root: Path, out: Path, val_fraction: float = 0.1, seed: int = 
     return counts
 
 
-def check_download(root: Path) -> tuple[list[list[str]], list[tuple[Path, str]]]:
+def check_download(root: Path, check_values: bool = True) -> tuple[list[list[str]], list[tuple[Path, str]]]:
     """What ``mrirecon data check`` says of a CC359 download: one row per set (files, plane
-    sizes, coils, slices) and every bad file with its reason, from the files' metadata."""
+    sizes, coils, slices) and every bad file with its reason; ``check_values`` reads every
+    file's k-space as ``data convert`` does (NaN, a zero or off-centre k-space, a test file
+    whose mask is not its folder's acceleration)."""
     groups: dict[Path, list[dict[str, int]]] = {}
     bad: list[tuple[Path, str]] = []
     for f in find_scan_files(root):
         try:
             shape = scan_shape(f.path)
+            if check_values:
+                for _ in iter_scan(f.path):
+                    pass
+                if f.acceleration is not None:
+                    check_mask_rate(sampled_points(f.path), f.acceleration, f.path)
         except UserError as err:
             bad.append((f.path, str(err).partition(": ")[2] or str(err)))
             continue

@@ -91,12 +91,12 @@ def is_cc359_download(path: Path) -> bool:
     return first is not None and looks_like_scan(first)
 
 
-def format_cc359_report(path: Path) -> tuple[str, int]:
+def format_cc359_report(path: Path, check_finite: bool = True) -> tuple[str, int]:
     """``data check`` of a Calgary-Campinas download: a table of its sets and the bad files;
     and their number. Training reads the converted folder (``mrirecon data convert``)."""
     from mrirecon.data.cc359 import check_download
 
-    rows, bad = check_download(path)
+    rows, bad = check_download(path, check_values=check_finite)
     lines = [text_table(["Calgary-Campinas set", "files", "plane ky x kz", "coils", "slices"], rows)]
     lines += [f"  {p}: {why}" for p, why in bad]
     lines.append(f"a Calgary-Campinas download: convert it for training with mrirecon data convert {path} --format cc359 "

@@ -131,9 +131,13 @@ class SliceDataset(Dataset):
         return len(self.items)
 
     def group_key(self, index: int) -> tuple:
-        """Items with equal keys stack into one batch: same k-space shape and crop."""
-        info = self.volumes[self.items[index][0]]
-        return (info.kspace_shape[1:], info.reconstruction_size(self.crop_size))
+        """Items with equal keys stack into one batch: same k-space shape, crop and kind of mask
+        (a file's own 2-D mask beside a drawn column mask would not stack)."""
+        vol = self.items[index][0]
+        info = self.volumes[vol]
+        plane = (isinstance(self.masks, PlaneMaskSampler) if not self.uses_file_mask[vol]
+                 else isinstance(info.fixed_mask[0], tuple))
+        return (info.kspace_shape[1:], info.reconstruction_size(self.crop_size), plane)
 
     def unit_key(self, index: int) -> tuple[int, int]:
         """Items with equal keys are one scored unit (a volume at one acceleration)."""

@@ -27,7 +27,7 @@ def read_geometry(raw: bytes | str, num_cols: int, path: Path) -> tuple[tuple[in
         recon = (query("encoding", "reconSpace", "matrixSize", "x"), query("encoding", "reconSpace", "matrixSize", "y"))
         center = query("encoding", "encodingLimits", "kspace_encoding_step_1", "center")
         maximum = query("encoding", "encodingLimits", "kspace_encoding_step_1", "maximum") + 1
-    except (ElementTree.ParseError, ValueError) as err:
+    except (ElementTree.ParseError, ValueError, OverflowError) as err:  # OverflowError: 1e400
         raise UserError(f"{path}: unreadable ismrmrd_header ({err})") from None
     left = enc_y // 2 - center
     right = left + maximum

@@ -183,32 +183,41 @@ def _read_acceleration(attrs: h5py.AttributeManager, path: Path) -> float | None
 LABEL_TOLERANCE = 3.0
 
 
+# 2-D masks are counted over the whole plane (the partial-Fourier band as skipped, the calibration
+# disc as sampled: how plane masks are labelled, docs/plane_masks.md): a label within 25 % of that.
+PLANE_LABEL_TOLERANCE = 1.25
+
+
 def _check_label_of_mask(path: Path, mask: tuple, acceleration: float, padding: tuple[int, int]) -> None:
     """Refuses an ``acceleration`` attribute that its own mask contradicts: results are labelled
     and grouped by it (a fully sampled mask labelled 4x would score SSIM 1.0 as 4x).
 
-    A nominal acceleration lies between the mask's overall rate (fastMRI's random and equispaced
-    masks) and its rate outside the calibration band (CMRxRecon's masks: every R-th line plus 24
-    central lines, which on a small ky samples far more than 1/R overall); the label must lie
-    within a factor :data:`LABEL_TOLERANCE` of that range. A 2-D mask counts points of the
-    acquired columns, its calibration region the centred fully sampled square."""
+    A nominal acceleration of column masks lies between the mask's overall rate (fastMRI's
+    random and equispaced masks) and its rate outside the calibration band (CMRxRecon's masks:
+    every R-th line plus 24 central lines, which on a small ky samples far more than 1/R
+    overall); the label must lie within a factor :data:`LABEL_TOLERANCE` of that range. A 2-D
+    mask's label must lie within :data:`PLANE_LABEL_TOLERANCE` of its rate over the plane (a
+    10x mask labelled 5x is refused)."""
     values = np.asarray(mask, dtype=bool)
-    plane = values.ndim == 2
-    cols = values.shape[-1]
+    if values.ndim == 2:
+        sampled = int(values.sum())
+        overall = values.size / sampled
+        if (sampled == values.size and acceleration > 1) or not (
+                overall / PLANE_LABEL_TOLERANCE <= acceleration <= overall * PLANE_LABEL_TOLERANCE):
+            raise UserError(f"{path}: acceleration attribute {acceleration:g} contradicts its mask, which samples "
+                            f"{sampled} of {values.size} points of the plane ({overall:.3g}x)")
+        return
     left, right = padding
-    if not (0 <= left < right <= cols and values[..., left:right].any()):
-        left, right = 0, cols
-    acquirable, sampled = values[..., left:right].size, int(values[..., left:right].sum())
-    tensor = torch.from_numpy(values)
-    band = int(centred_sampled_square(tensor)) ** 2 if plane else int(contiguous_centre_width(tensor))
-    band = min(band, sampled)
+    if not (0 <= left < right <= len(mask) and any(mask[left:right])):
+        left, right = 0, len(mask)
+    acquirable, sampled = right - left, sum(mask[left:right])
+    band = min(int(contiguous_centre_width(torch.tensor(mask))), sampled)
     overall = acquirable / sampled
     outside_band = (acquirable - band) / (sampled - band) if sampled > band else overall
     if (sampled == acquirable and acceleration > 1) or not (
             overall / LABEL_TOLERANCE <= acceleration <= outside_band * LABEL_TOLERANCE):
-        unit = "points of the acquired columns" if plane else "columns"
         raise UserError(f"{path}: acceleration attribute {acceleration:g} contradicts its mask, which samples {sampled} "
-                        f"of {acquirable} {unit} ({overall:.3g}x)")
+                        f"of {acquirable} columns ({overall:.3g}x)")
 
 
 def scored_maximum(target: np.ndarray, size: tuple[int, int]) -> float:

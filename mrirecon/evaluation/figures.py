@@ -48,7 +48,8 @@ def comparison_figure(
             image = load_array(files[name][(fname, acceleration)], "reconstruction")[slice_num]
             t, r = torch.from_numpy(target)[None], torch.from_numpy(image)[None]
             ssim = float(ssim_per_slice(t, r, vmax)[0])
-            psnr = 10 * np.log10(vmax**2 / float(((t.double() - r.double()) ** 2).mean()))
+            mse = float(((t.double() - r.double()) ** 2).mean())
+            psnr = 10 * np.log10(vmax**2 / mse) if mse > 0 else float("inf")  # identical images
             axes[2 * p, c].imshow(image, cmap="gray", vmin=0, vmax=vmax)
             axes[2 * p, c].set_title(f"{name} ({acceleration_label(acceleration)})\nSSIM {ssim:.3f}  PSNR {psnr:.2f} dB", fontsize=9)
             axes[2 * p + 1, c].imshow(np.abs(image - target) * ERROR_GAIN, cmap="gray", vmin=0, vmax=vmax)

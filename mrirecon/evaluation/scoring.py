@@ -48,22 +48,49 @@ def reconstruction_root(path: Path) -> Path:
     return path / "reconstructions" if (path / "reconstructions").is_dir() else path
 
 
+def _stated_acceleration(path: Path) -> float | None:
+    """A reconstruction file's ``acceleration`` attribute, None where it has none."""
+    try:
+        with h5py.File(path, "r") as hf:
+            value = hf.attrs.get("acceleration")
+    except OSError:
+        raise UserError(f"{path}: not a readable reconstruction (HDF5) file") from None
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: acceleration attribute {value!r} is not a number") from None
+
+
 def reconstruction_files(root: Path) -> dict[tuple[str, float], Path]:
     """``(file name, acceleration) -> path`` of a submission-format folder."""
     files: dict[tuple[str, float], Path] = {}
+    resolved: dict[Path, Path] = {}
+
+    def add(key: tuple[str, float], path: Path) -> None:
+        # One volume twice (a flat file beside <acc>x/, or a link to another volume's file)
+        # would be scored with another's reconstruction, or replace one silently.
+        if key in files:
+            raise UserError(f"{path}: a second reconstruction of {key[0]} at {key[1]:g}x (beside {files[key]})")
+        real = path.resolve()
+        if real in resolved:
+            raise UserError(f"{path}: the same file as {resolved[real]}; each volume needs its own reconstruction")
+        files[key], resolved[real] = path, path
+
     for acc_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name.endswith("x")):
         try:
             acc = float(acc_dir.name[:-1])
         except ValueError:
             continue
         for f in sorted(acc_dir.glob("*.h5")):
-            files[(f.name, acc)] = f
+            stated = _stated_acceleration(f)
+            if stated is not None and stated != acc:
+                raise UserError(f"{f}: its acceleration attribute says {stated:g}x, its folder {acc_dir.name}")
+            add((f.name, acc), f)
     for f in sorted(root.glob("*.h5")):
-        try:
-            with h5py.File(f, "r") as hf:
-                files[(f.name, float(hf.attrs["acceleration"]))] = f
-        except (OSError, KeyError):
-            raise UserError(f"{f}: not a reconstruction with an 'acceleration' attribute") from None
+        stated = _stated_acceleration(f)
+        if stated is None:
+            raise UserError(f"{f}: not a reconstruction with an 'acceleration' attribute")
+        add((f.name, stated), f)
     if not files:
         raise UserError(f"{root}: no reconstructions (<acc>x/<file>.h5) in this folder")
     return files
@@ -150,7 +177,17 @@ def check_complete_coverage(files: Mapping[str, Mapping[tuple[str, float], Path]
                 raise UserError(f"{method}: reconstructions at {extra[0]:g}x, but the config masks the split at "
                                 + ", ".join(f"{a:g}x" for a in expected_accs))
         accelerations = expected_accs
-    expected = {(name, acc) for name in volumes for acc in accelerations}
+        expected = {(name, acc) for name in volumes for acc in accelerations}
+    else:
+        # Files with their own masks: each volume at the acceleration its file states.
+        own = {name: info.acceleration for name, info in volumes.items() if info.acceleration is not None}
+        for method, by_key in files.items():
+            for name, acc in by_key:
+                if name in own and acc != own[name]:
+                    raise UserError(f"{method}: a reconstruction of {name} at {acc:g}x, but its file is undersampled "
+                                    f"at {own[name]:g}x (a reconstruction of another split?)")
+        expected = {(name, own[name]) for name in own} | {
+            (name, acc) for name in volumes if name not in own for acc in accelerations}
     for method, by_key in files.items():
         missing = sorted(expected - set(by_key), key=lambda k: (k[1], k[0]))
         if missing:

@@ -105,7 +105,7 @@ class TrainedModel:
             raise UserError(f"kspace: expected complex (slices, [coils,] H, W), got {kspace.dtype} {tuple(kspace.shape)}")
         if kspace.ndim == 3:
             kspace = kspace[:, None]
-        mask = torch.as_tensor(mask).bool()
+        mask = torch.as_tensor(np.array(mask, dtype=bool))  # a copy: drawn masks are cached read-only
         plane = mask.ndim == 2 and mask.shape[0] > 1
         if plane:
             if tuple(mask.shape) != tuple(kspace.shape[-2:]):

@@ -2,6 +2,7 @@ import csv
 import shutil
 import json
 
+import h5py
 import pytest
 import yaml
 
@@ -158,10 +159,28 @@ def test_a_method_missing_volumes_or_accelerations_is_refused_before_any_file(ti
     stray = tmp_path / "stray"
     shutil.copytree(zf / "reconstructions", stray)
     shutil.copytree(stray / "4x", stray / "6x")
+    for path in (stray / "6x").glob("*.h5"):
+        with h5py.File(path, "a") as hf:
+            hf.attrs["acceleration"] = 6.0
     with pytest.raises(SystemExit) as err:
         main(["report", "--config", str(config), "--method", f"zf={stray}", "--out", str(alone), "--no_progress"])
     assert err.value.code == 2
     assert "zf: reconstructions at 6x, but the config masks the split at 4x, 8x" in capsys.readouterr().err
+    # A folder whose files say another acceleration (a 4x copied or linked as 10x), a flat file
+    # beside the folders, or one volume linked under another name: refused, not scored.
+    mislabelled = tmp_path / "mislabelled"
+    shutil.copytree(zf / "reconstructions", mislabelled)
+    shutil.copytree(mislabelled / "4x", mislabelled / "8x", dirs_exist_ok=True)
+    linked = tmp_path / "linked"
+    shutil.copytree(zf / "reconstructions", linked)
+    first, second = sorted((linked / "4x").glob("*.h5"))[:2]
+    second.unlink()
+    second.symlink_to(first)
+    for folder, fragment in ((mislabelled, "its acceleration attribute says 4x, its folder 8x"),
+                             (linked, "the same file as")):
+        with pytest.raises(SystemExit) as err:
+            main(["report", "--config", str(config), "--method", f"zf={folder}", "--out", str(alone), "--no_progress"])
+        assert err.value.code == 2 and fragment in capsys.readouterr().err
     assert not alone.exists() or not any(alone.glob("*.md"))
 
 

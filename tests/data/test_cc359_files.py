@@ -212,3 +212,49 @@ def test_a_set_folder_given_itself_and_fastmri_files_in_a_train_folder(download,
 
     shutil.copytree(converted[0] / "multicoil_train", tmp_path / "data" / "train")
     assert_user_error(run_cli("data", "check", str(tmp_path / "data")), "no singlecoil_*/multicoil_* split folders")
+
+
+def test_convert_refuses_what_would_lose_or_mislabel_data(download, tmp_path):
+    import shutil
+
+    taken = tmp_path / "taken"
+    (taken / "multicoil_train").mkdir(parents=True)
+    assert_user_error(run_cli("data", "convert", str(download), "--format", "cc359", "--out", str(taken)),
+                      "exists and is not empty")
+    assert (taken / "multicoil_train").is_dir()
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "R5_54x42.npy").write_bytes(b"")
+    assert_user_error(run_cli("data", "convert", str(download), "--format", "cc359", "--out", str(tmp_path / "o"),
+                              "--masks", str(masks)), "R5_54x42.npy: not a NumPy mask array")
+    bank10 = np.load(next(download.rglob("R10_54x42.npy")))
+    np.save(masks / "R5_54x42.npy", bank10)  # 10x masks filed as R5
+    assert_user_error(run_cli("data", "convert", str(download), "--format", "cc359", "--out", str(tmp_path / "o"),
+                              "--masks", str(masks)), "not the 5x it is filed under")
+    np.save(masks / "R5_54x40.npy", bank10[:, :, :40])  # masks of another plane only
+    (masks / "R5_54x42.npy").unlink()
+    assert_user_error(run_cli("data", "convert", str(download), "--format", "cc359", "--out", str(tmp_path / "o"),
+                              "--masks", str(masks)), "no R5_54x42.npy for")
+    copy = tmp_path / "copy"
+    shutil.copytree(download, copy)
+    shutil.copytree(copy / "Raw-data/Multi-channel/12-channel/Test-R=10", copy / "Raw-data/Multi-channel/12-channel/Test-R=7")
+    assert_user_error(run_cli("data", "convert", str(copy), "--format", "cc359", "--out", str(tmp_path / "o")),
+                      "not the 7x it is filed under")
+    shutil.rmtree(copy / "Raw-data/Multi-channel/12-channel/Test-R=7")
+    shutil.copytree(copy / "Raw-data/Multi-channel/12-channel", copy / "Raw-data/Multi-channel/32-channel")
+    assert_user_error(run_cli("data", "convert", str(copy), "--format", "cc359", "--out", str(tmp_path / "o")),
+                      "two Test-R=10/ folders")  # the first of its sets met twice
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_check_reads_the_values_as_convert_does(download, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(download, copy)
+    scan = next((copy / "Raw-data/Multi-channel/12-channel/train").glob("*.h5"))
+    with h5py.File(scan, "r+") as hf:
+        hf["kspace"][...] = np.fft.ifftshift(hf["kspace"][()], axes=(1, 2))
+    result = run_cli("data", "check", str(copy))
+    assert result.code == 1 and "not near the middle" in result.out
+    assert run_cli("data", "check", str(copy), "--skip_finite").code == 0  # metadata only

@@ -85,6 +85,11 @@ def test_the_config_trains_tests_predicts_and_reports(dataset, tmp_path):
         assert values["ssim"] == pytest.approx(theirs["ssim"], rel=1e-4)
         assert values["psnr"] == pytest.approx(theirs["psnr"], rel=1e-4)
 
+    # The 5x reconstructions are not the 10x split's, though their volumes share names.
+    refused = run_cli("report", "--config", str(config), "--split", "test_acc10", "--method", f"zf={zero_filled}",
+                      "--out", str(tmp_path / "wrong"), "--no_progress")
+    assert_user_error(refused, "at 5x, but its file is undersampled at 10x")
+
     # The challenge's test sets: predict only, each file with the mask recovered from its zeros.
     result = run_cli("predict", "--config", str(config), "--ckpt_path", str(ckpt), "--data.test_split", "testset_acc10",
                      "--output_dir", str(tmp_path / "p"))

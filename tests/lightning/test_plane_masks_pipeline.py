@@ -124,3 +124,24 @@ def test_a_varnet_reads_a_2d_mask_and_keeps_its_samples(tiny_multicoil):
     net = VarNet(num_cascades=2, sens_chans=2, sens_pools=2, chans=2, pools=2)
     image = as_method(net)(batch)
     assert image.shape == batch.target.shape and torch.isfinite(image).all()
+
+
+def test_a_file_with_its_own_2d_mask_beside_one_without(tiny_singlecoil, tmp_path):
+    """One split, one file with a 2-D `mask` and one drawn a column mask: batched apart, scored."""
+    import shutil
+
+    import h5py
+
+    from mrirecon.core.plane_masks import poisson_disc_mask
+
+    split = tmp_path / "data" / "singlecoil_test"
+    split.mkdir(parents=True)
+    first, second = sorted((tiny_singlecoil / "singlecoil_test").glob("*.h5"))[:2]
+    shutil.copy(first, split / first.name)
+    shutil.copy(second, split / second.name)
+    with h5py.File(split / first.name, "r+") as hf:
+        hf.create_dataset("mask", data=poisson_disc_mask(hf["kspace"].shape[-2:], 4, 3.0))
+    config = write_config(tmp_path / "c.yaml", tmp_path / "data", tmp_path / "runs")
+    result = run_cli("baseline", "--method", "zero-filled", "--config", str(config), "--output_dir",
+                     str(tmp_path / "zf"), "--no_progress", "--data.batch_size", "4")
+    assert_ok(result)
