@@ -35,7 +35,7 @@ def split_folders(path: Path) -> list[tuple[Path, Challenge]]:
     """The split folders under ``path`` (or ``path`` itself), with their challenge."""
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"{path}: no such folder")
+        raise UserError(f"{path}: {'a file, not a dataset folder' if path.exists() else 'no such folder'}")
     match = SPLIT_FOLDER.match(path.name)
     if match:
         return [(path, match.group(1))]  # type: ignore[list-item]

@@ -115,6 +115,9 @@ class ReconDataModule(pl.LightningDataModule):
             if mask_type in PLANE_MASK_TYPES:
                 self.masks = PlaneMaskSampler(mask_type, accelerations, calibration_radius, partial_fourier)
             else:
+                if partial_fourier:  # a column mask has no partial-Fourier band: it would be ignored
+                    raise UserError(f"data.partial_fourier {partial_fourier}: for the 2-D masks (poisson2d, gaussian2d); "
+                                    f"{mask_type} masks skip the columns a file's header does not acquire")
                 self.masks = ColumnMaskSampler(mask_type, center_fractions, accelerations)
         except ValueError as err:
             raise UserError(f"data.{err}") from None

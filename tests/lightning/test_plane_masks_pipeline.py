@@ -145,3 +145,11 @@ def test_a_file_with_its_own_2d_mask_beside_one_without(tiny_singlecoil, tmp_pat
     result = run_cli("baseline", "--method", "zero-filled", "--config", str(config), "--output_dir",
                      str(tmp_path / "zf"), "--no_progress", "--data.batch_size", "4")
     assert_ok(result)
+
+
+def test_partial_fourier_with_column_masks_is_refused(tiny_singlecoil):
+    from mrirecon.errors import UserError
+
+    with pytest.raises(UserError, match="data.partial_fourier 0.3: for the 2-D masks"):
+        ReconDataModule(tiny_singlecoil, mask_type="random", center_fractions=[0.08], accelerations=[4],
+                        partial_fourier=0.3)
