@@ -64,9 +64,7 @@ def main(argv: list[str]) -> int:
     import numpy as np
 
     from mrirecon.core.atomic import check_outputs, check_writable_folder, first_missing_folder, remove_empty_folders
-    from mrirecon.core.masks import ColumnMaskSampler
-    from mrirecon.core.plane_masks import PLANE_MASK_TYPES, PlaneMaskSampler
-    from mrirecon.data.dataset import draw_mask
+    from mrirecon.data.dataset import draw_mask, mask_sampler
     from mrirecon.data.volumes import read_volume_info
     from mrirecon.errors import UserError
     from mrirecon.evaluation.submission import write_reconstruction
@@ -74,14 +72,11 @@ def main(argv: list[str]) -> int:
 
     _check_device(args.device)
     settings = _data_settings(args, overrides)
+    # Settings a checkpoint from before 2-D masks lacks take the DataModule's defaults.
+    plane_settings = {key: settings[key] for key in ("calibration_radius", "partial_fourier") if settings[key] is not None}
     try:
-        if settings["mask_type"] in PLANE_MASK_TYPES:
-            radius, partial = settings["calibration_radius"], settings["partial_fourier"]
-            masks = PlaneMaskSampler(settings["mask_type"], settings["accelerations"],
-                                     18.0 if radius is None else radius, partial or 0.0)
-        else:
-            masks = ColumnMaskSampler(settings["mask_type"] or "random", settings["center_fractions"],
-                                      settings["accelerations"])
+        masks = mask_sampler(settings["mask_type"] or "random", settings["center_fractions"], settings["accelerations"],
+                             **plane_settings)
     except ValueError as err:
         raise UserError(f"data.{err}") from None
     # Before the folder is made or anything read: no output may replace an input (--out being
@@ -106,7 +101,7 @@ def main(argv: list[str]) -> int:
             raise UserError(f"{path}: no such file")
         info = read_volume_info(path, settings["challenge"] or "singlecoil", check_finite=True, crop_size=crop)
         if info.fixed_mask is not None:
-            mask, num_low = np.asarray(info.fixed_mask), info.fixed_num_low_frequencies
+            mask, num_low = info.fixed_mask_array, info.fixed_num_low_frequencies
             acceleration = info.acceleration or mask.size / mask.sum()
         else:
             accelerations = [acc for _, acc in masks.pairs]

@@ -7,7 +7,7 @@ and the order and grouping of slices into batches in :mod:`mrirecon.data.sampler
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Sequence
 
 import h5py
 import numpy as np
@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from mrirecon.core.masks import ColumnMaskSampler
 from mrirecon.core.operator import center_crop, centred_sampled_square
-from mrirecon.core.plane_masks import PlaneMaskSampler
+from mrirecon.core.plane_masks import PLANE_MASK_TYPES, PlaneMaskSampler
 from mrirecon.data.volumes import Challenge, VolumeInfo, read_target
 from mrirecon.errors import UserError
 
@@ -47,6 +47,22 @@ class SliceRequest(NamedTuple):
 
 
 MaskSampler = ColumnMaskSampler | PlaneMaskSampler
+
+
+def mask_sampler(mask_type: str, center_fractions: Sequence[float], accelerations: Sequence[float],
+                 calibration_radius: float = 18.0, partial_fourier: float = 0.0) -> MaskSampler:
+    """The sampler the data settings name: column masks, or 2-D masks for ``poisson2d`` and
+    ``gaussian2d`` (``calibration_radius`` and ``partial_fourier`` are theirs alone).
+
+    Raises:
+        ValueError: naming the setting (``accelerations: ...``, ``partial_fourier ...``).
+    """
+    if mask_type in PLANE_MASK_TYPES:
+        return PlaneMaskSampler(mask_type, accelerations, calibration_radius, partial_fourier)  # type: ignore[arg-type]
+    if partial_fourier:  # a column mask has no partial-Fourier band: it would be ignored
+        raise ValueError(f"partial_fourier {partial_fourier}: for the 2-D masks (poisson2d, gaussian2d); "
+                         f"{mask_type} masks skip the columns a file's header does not acquire")
+    return ColumnMaskSampler(mask_type, center_fractions, accelerations)  # type: ignore[arg-type]
 
 
 def draw_mask(masks: MaskSampler, info: VolumeInfo, pair: int | None = None, fname: str | None = None,
@@ -136,7 +152,7 @@ class SliceDataset(Dataset):
         vol = self.items[index][0]
         info = self.volumes[vol]
         plane = (isinstance(self.masks, PlaneMaskSampler) if not self.uses_file_mask[vol]
-                 else isinstance(info.fixed_mask[0], tuple))
+                 else info.fixed_mask_array.ndim == 2)
         return (info.kspace_shape[1:], info.reconstruction_size(self.crop_size), plane)
 
     def unit_key(self, index: int) -> tuple[int, int]:
@@ -146,7 +162,7 @@ class SliceDataset(Dataset):
 
     def _mask(self, info: VolumeInfo, vol: int, pair: int, seed: int) -> tuple[np.ndarray, int, float]:
         if self.uses_file_mask[vol]:
-            mask = np.asarray(info.fixed_mask, dtype=bool)
+            mask = info.fixed_mask_array
             acceleration = info.acceleration or mask.size / max(int(mask.sum()), 1)
             return mask, info.fixed_num_low_frequencies, float(acceleration)
         assert self.masks is not None

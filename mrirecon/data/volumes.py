@@ -15,6 +15,7 @@ Training, evaluation and ``mrirecon data check`` share this one scan and cache.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -82,13 +83,24 @@ class VolumeInfo:
     def num_cols(self) -> int:
         return self.kspace_shape[-1]
 
-    @property
+    # Cached: read for every slice a worker loads, and a 2-D mask's nested tuples (218 x 170)
+    # take milliseconds to convert. Not fields: the cache and equality see only ``fixed_mask``.
+    @functools.cached_property
+    def fixed_mask_array(self) -> np.ndarray | None:
+        """The file's own mask as a read-only bool array ``(W,)`` or ``(H, W)``, or None."""
+        if self.fixed_mask is None:
+            return None
+        mask = np.asarray(self.fixed_mask, dtype=bool)
+        mask.setflags(write=False)
+        return mask
+
+    @functools.cached_property
     def fixed_num_low_frequencies(self) -> int:
         """The auto-calibration band of the file's own mask (0 without one): the central run of
         sampled columns, or a 2-D mask's centred fully sampled square."""
-        if self.fixed_mask is None:
+        if self.fixed_mask_array is None:
             return 0
-        mask = torch.tensor(self.fixed_mask)
+        mask = torch.from_numpy(self.fixed_mask_array.copy())
         return int(centred_sampled_square(mask) if mask.ndim == 2 else contiguous_centre_width(mask))
 
     def reconstruction_size(self, crop_size: tuple[int, int] | None = None) -> tuple[int, int]:

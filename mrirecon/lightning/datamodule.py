@@ -9,10 +9,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from mrirecon.core.masks import ColumnMaskSampler, MaskType
-from mrirecon.core.plane_masks import PLANE_MASK_TYPES, PlaneMaskSampler, PlaneMaskType
+from mrirecon.core.masks import MaskType
+from mrirecon.core.plane_masks import PlaneMaskSampler, PlaneMaskType
 from mrirecon.data.batch import KSpaceBatch, SliceCollator, prepare_batch
-from mrirecon.data.dataset import SliceDataset
+from mrirecon.data.dataset import SliceDataset, mask_sampler
 from mrirecon.data.repetitions import RepetitionTargets, shared_subjects, with_repetition_targets
 from mrirecon.data.samplers import SliceBatchSampler
 from mrirecon.data.volumes import (TRAINING_SPLITS, Challenge, FileIdentity, VolumeInfo, check_disjoint,
@@ -112,13 +112,7 @@ class ReconDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         _check_data_arguments(batch_size, num_workers, crop_size, sample_rate, volume_sample_rate, val_volume_sample_rate, seed)
         try:
-            if mask_type in PLANE_MASK_TYPES:
-                self.masks = PlaneMaskSampler(mask_type, accelerations, calibration_radius, partial_fourier)
-            else:
-                if partial_fourier:  # a column mask has no partial-Fourier band: it would be ignored
-                    raise UserError(f"data.partial_fourier {partial_fourier}: for the 2-D masks (poisson2d, gaussian2d); "
-                                    f"{mask_type} masks skip the columns a file's header does not acquire")
-                self.masks = ColumnMaskSampler(mask_type, center_fractions, accelerations)
+            self.masks = mask_sampler(mask_type, center_fractions, accelerations, calibration_radius, partial_fourier)
         except ValueError as err:
             raise UserError(f"data.{err}") from None
         self.data_path = Path(data_path)

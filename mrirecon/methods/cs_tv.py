@@ -515,20 +515,18 @@ class CSTV(nn.Module):
         if y.shape[1] == 1:
             y = y[:, 0]
         else:
-            if not batch.is_columns:
-                # A 2-D mask's calibration square, alone: its columns beyond it are undersampled.
-                acs = batch.num_low_frequencies.clamp_min(1)
-                y_calibration = batch.sampling_mask().calibration[:, :1] * y
-            else:
+            if self.settings.sensitivities == "espirit":
+                if not batch.is_columns:
+                    raise UserError("cs_tv.sensitivities: espirit is for column masks; 2-D masks use the default estimate")
+                sens = espirit_for_columns(y, batch.mask)
+            elif batch.is_columns:
                 # All of the fully sampled centre: the drawn band plus sampled neighbours.
                 acs = torch.maximum(contiguous_centre_width(batch.mask), batch.num_low_frequencies).clamp_min(1)
-                y_calibration = y
-            if self.settings.sensitivities == "espirit" and not batch.is_columns:
-                raise UserError("cs_tv.sensitivities: espirit is for column masks; 2-D masks use the default estimate")
-            if self.settings.sensitivities == "espirit":
-                sens = espirit_for_columns(y, batch.mask)
+                sens = estimate_sensitivities(y, acs)
             else:
-                sens = estimate_sensitivities(y_calibration, acs)
+                # A 2-D mask's calibration square, alone: its columns beyond it are undersampled.
+                calibration = batch.sampling_mask().calibration[:, :1]
+                sens = estimate_sensitivities(calibration * y, batch.num_low_frequencies.clamp_min(1))
         lam_rel = torch.tensor([self.settings.lam_for(a) for a in batch.acceleration], device=y.device)
         lam = relative_lambda_to_absolute(lam_rel, y, mask, sens)
         image = cs_tv_reconstruct(y, mask, lam, iterations=self.settings.iterations, sens=sens)
