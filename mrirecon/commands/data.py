@@ -191,7 +191,7 @@ def main(argv: list[str]) -> int:
 
     download = None
     if args.path.is_dir() and cmrxrecon_challenges(args.path):
-        download = format_cmrxrecon_report
+        download = functools.partial(format_cmrxrecon_report, check_finite=not args.skip_finite)
     elif is_cc359_download(args.path):
         download = functools.partial(format_cc359_report, check_finite=not args.skip_finite)
     if download is not None:

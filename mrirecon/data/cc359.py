@@ -39,7 +39,7 @@ from mrirecon.core import atomic
 from mrirecon.core.operator import ifft2c_numpy
 from mrirecon.core.plane_masks import acquired_columns
 from mrirecon.data import ismrmrd
-from mrirecon.data.volumes import PLANE_LABEL_TOLERANCE
+from mrirecon.data.volumes import PLANE_LABEL_TOLERANCE, check_distinct_sources, kspace_fingerprint, list_volume_files
 from mrirecon.errors import UserError
 
 CHALLENGE = "multicoil"  # the 12-channel data; the single-channel set is magnitude images only
@@ -74,13 +74,22 @@ def _set_of(folder: Path) -> tuple[str, Optional[int]] | None:
     return ("test", int(match.group(1))) if match else None
 
 
+def has_volume_files(folder: Path) -> bool:
+    """Whether ``folder`` holds a file named ``*.h5`` in any case (``*.H5`` too, which
+    :func:`list_volume_files` then refuses rather than skip)."""
+    try:
+        return any(p.suffix.lower() == ".h5" for p in folder.iterdir())
+    except OSError:
+        return False
+
+
 def find_set_folders(root: Path) -> dict[tuple[str, Optional[int]], Path]:
     """The download's set folders under ``root`` (``train``, ``val``, ``Test-R=5``, ...; any
     case, up to a few levels down), by (set, acceleration); empty when there are none."""
     root = Path(root)
     found: dict[tuple[str, Optional[int]], Path] = {}
     own = _set_of(root)
-    if own is not None and any(root.glob("*.h5")):  # a set folder itself (.../12-channel/train)
+    if own is not None and has_volume_files(root):  # a set folder itself (.../12-channel/train)
         return {own: root}
     level = [root]
     for _ in range(_SEARCH_DEPTH):
@@ -92,7 +101,7 @@ def find_set_folders(root: Path) -> dict[tuple[str, Optional[int]], Path]:
                 continue
             for child in children:
                 key = _set_of(child)
-                if key is not None and any(child.glob("*.h5")):
+                if key is not None and has_volume_files(child):
                     if key in found:  # 12-channel/train beside 32-channel/train: which is meant?
                         raise UserError(f"{root}: two {child.name}/ folders, {found[key]} and {child}; give the "
                                         "folder of one set of scans (Raw-data/Multi-channel/12-channel)")
@@ -109,7 +118,9 @@ def find_scan_files(root: Path) -> list[ScanFile]:
     """Every ``*.h5`` of the download's sets under ``root``.
 
     Raises:
-        UserError: ``root`` is not a folder or holds no set folder with files.
+        UserError: ``root`` is not a folder or holds no set folder with files; a set folder
+            holds a ``*.H5``, a broken link or one file under two names (as
+            :func:`list_volume_files` refuses them: each would silently leave a scan out or in twice).
     """
     root = Path(root)
     if not root.is_dir():
@@ -119,7 +130,7 @@ def find_scan_files(root: Path) -> list[ScanFile]:
         raise UserError(f"{root}: no Calgary-Campinas sets (expected folders train/, val/ or Test-R=5/ of .h5 files, "
                         "as in Raw-data/Multi-channel/12-channel)")
     return [ScanFile(path, set_name, acc) for (set_name, acc), folder in sorted(
-        folders.items(), key=lambda item: (item[0][0], item[0][1] or 0)) for path in sorted(folder.glob("*.h5"))]
+        folders.items(), key=lambda item: (item[0][0], item[0][1] or 0)) for path in list_volume_files(folder)]
 
 
 def _open(path: Path) -> h5py.File:
@@ -155,6 +166,13 @@ def looks_like_scan(path: Path) -> bool:
             return isinstance(data, h5py.Dataset) and data.ndim == 4 and np.issubdtype(data.dtype, np.floating)
     except OSError:
         return False
+
+
+def scan_fingerprint(path: Path) -> str:
+    """The file's :func:`~mrirecon.data.volumes.kspace_fingerprint` (one small read): a copy of
+    a scan shares it, whatever its name or folder."""
+    with _open(path) as hf:
+        return kspace_fingerprint(_kspace_dataset(hf, path))
 
 
 def scan_shape(path: Path) -> dict[str, int]:
@@ -256,6 +274,9 @@ def read_published_masks(folder: Path, acceleration: int, shape: tuple[int, int]
     if not (masks.dtype == bool or np.issubdtype(masks.dtype, np.number)) or not np.isin(masks, (0, 1)).all():
         raise UserError(f"{path}: holds values other than 0 and 1")
     masks = masks.astype(bool)
+    # The partial-Fourier band holds no data in any scan: a mask that samples it there would
+    # count points that are zero in the converted k-space (a higher rate than measured).
+    masks[..., acquired_columns(shape[1], PARTIAL_FOURIER):] = False
     if not masks[:, shape[0] // 2, shape[1] // 2].all():
         raise UserError(f"{path}: a mask does not sample the centre of k-space; not the challenge's centred masks")
     check_mask_rate(masks, acceleration, path)
@@ -352,6 +373,10 @@ def convert_scans(root: Path, out: Path, val_fraction: float = 0.1, seed: int = 
         masks = found[0] if found else None
     elif not Path(masks).is_dir():
         raise UserError(f"--masks {masks}: no such folder")
+    # The challenge's test sets undersample the same scans at each rate: a name in Test-R=5/
+    # and Test-R=10/ is one scan twice by design; anywhere else a shared scan is a copy.
+    check_distinct_sources((f.path, scan_fingerprint(f.path), ("test", f.path.name) if f.acceleration else f.path)
+                           for f in files)
     train = [f for f in files if f.set_name == "train"]
     splits = split_volumes([f.path.name for f in train], val_fraction, seed)
     plan: list[tuple[str, ScanFile, Optional[np.ndarray], Optional[int]]] = []

@@ -59,14 +59,14 @@ def cmrxrecon_challenges(path: Path) -> list[Challenge]:
     return [c for c, folder in COIL_FOLDERS.items() if (Path(path) / folder / "Cine").is_dir()]  # type: ignore[misc]
 
 
-def format_cmrxrecon_report(path: Path) -> tuple[str, int]:
+def format_cmrxrecon_report(path: Path, check_finite: bool = True) -> tuple[str, int]:
     """``data check`` of a CMRxRecon download: a table per challenge and the bad files; and
     their number. Training reads the converted folder (``mrirecon data convert``)."""
     from mrirecon.data.cmrxrecon import check_cine_tree
 
     lines, bad_count = [], 0
     for challenge in cmrxrecon_challenges(path):
-        rows, bad = check_cine_tree(path, challenge)
+        rows, bad = check_cine_tree(path, challenge, check_values=check_finite)
         header = ["CMRxRecon cine", "files", "patients", "kspace kx x ky", "coils", "slices", "frames"]
         lines.append(text_table(header, rows))
         lines += [f"  {p}: {why}" for p, why in bad]
@@ -87,7 +87,7 @@ def is_cc359_download(path: Path) -> bool:
     if not path.is_dir() or any(p.is_dir() and SPLIT_FOLDER.match(p.name) for p in path.iterdir()):
         return False
     folders = find_set_folders(path)
-    first = next((f for folder in folders.values() for f in sorted(folder.glob("*.h5"))), None)
+    first = next((f for folder in folders.values() for f in sorted(folder.iterdir()) if f.suffix.lower() == ".h5"), None)
     return first is not None and looks_like_scan(first)
 
 

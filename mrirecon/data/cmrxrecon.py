@@ -37,6 +37,7 @@ import numpy as np
 from mrirecon.core import atomic
 from mrirecon.core.operator import ifft2c_numpy
 from mrirecon.data import ismrmrd
+from mrirecon.data.volumes import check_distinct_sources, kspace_fingerprint
 from mrirecon.errors import UserError
 
 Challenge = Literal["singlecoil", "multicoil"]
@@ -141,22 +142,34 @@ def cine_shape(path: Path, key: str, challenge: Challenge) -> dict[str, int]:
     return {"kx": kx, "ky": ky, "coils": coils[0] if coils else 1, "slices": slices, "frames": frames}
 
 
+def cine_fingerprint(f: CineFile) -> str:
+    """The file's :func:`~mrirecon.data.volumes.kspace_fingerprint` (one small read)."""
+    with _open(f.path) as hf:
+        return kspace_fingerprint(_cine_dataset(hf, f.path, kspace_key(f.challenge, f.acceleration), f.challenge))
+
+
 def read_cine_kspace(path: Path, key: str, challenge: Challenge) -> tuple[np.ndarray, int, int]:
     """A cine file's k-space as 2-D slices: ``(slices * frames, [coils,] kx, ky)`` complex64,
     slice ``z * frames + t``; and the numbers of slices and frames.
 
     Raises:
-        UserError: the variable is missing, not complex, of another rank, empty or not finite.
+        UserError: the variable is missing, not complex, of another rank, empty, not finite or
+            all zeros.
     """
     with _open(path) as hf:
         data = _cine_dataset(hf, path, key, challenge)
         raw = data[()]
-    if raw.dtype.names is not None:
-        kspace = (raw["real"] + 1j * raw["imag"]).astype(np.complex64)
-    else:
-        kspace = raw.astype(np.complex64)
+    # Inf times 1j warns (inf * 0); the values are refused just below, in one line.
+    with np.errstate(invalid="ignore", over="ignore"):
+        if raw.dtype.names is not None:
+            kspace = (raw["real"] + 1j * raw["imag"]).astype(np.complex64)
+        else:
+            kspace = raw.astype(np.complex64)
     if not np.isfinite(kspace).all():
         raise UserError(f"{path}: '{key}' contains NaN or Inf values")
+    if not kspace.any():
+        # Its target would be black and every metric against it meaningless.
+        raise UserError(f"{path}: '{key}' is all zeros (an empty or failed export)")
     frames, slices = kspace.shape[:2]
     # h5py's (frames, slices, [coils,] ky, kx) -> (slices, frames, [coils,] kx, ky) -> 2-D slices.
     order = (1, 0, 2, 4, 3) if challenge == "multicoil" else (1, 0, 3, 2)
@@ -168,8 +181,9 @@ def read_cine_mask(path: Path, acceleration: int, kx: int, ky: int) -> np.ndarra
     """The ky columns a ``cine_*_mask.mat`` samples at ``acceleration``, as a bool array (ky,).
 
     Raises:
-        UserError: the file or variable is missing, of another shape, not 0/1, or not the same
-            for every kx (a mask that is not one of columns).
+        UserError: the file or variable is missing, of another shape, not 0/1, not the same
+            for every kx (a mask that is not one of columns), or spaced for another acceleration
+            (see :func:`outer_line_spacing`).
     """
     key = f"mask{acceleration:02d}"
     if not path.is_file():
@@ -180,14 +194,39 @@ def read_cine_mask(path: Path, acceleration: int, kx: int, ky: int) -> np.ndarra
         mask = np.asarray(hf[key][()])
     if mask.shape != (ky, kx):  # h5py sees MATLAB's (kx, ky) reversed
         raise UserError(f"{path}: '{key}' has shape {tuple(reversed(mask.shape))} (kx, ky), the k-space {(kx, ky)}")
-    if not np.issubdtype(mask.dtype, np.number) or not np.isin(mask, (0, 1)).all():
+    # A logical MATLAB mask (or h5py's bool) is as good as the organisers' 0/1 doubles.
+    if mask.dtype != bool and (not np.issubdtype(mask.dtype, np.number) or not np.isin(mask, (0, 1)).all()):
         raise UserError(f"{path}: '{key}' holds values other than 0 and 1")
     columns = mask[:, 0] != 0
     if not (mask == mask[:, :1]).all():
         raise UserError(f"{path}: '{key}' differs along kx: not a mask of ky lines")
     if not columns.any():
         raise UserError(f"{path}: '{key}' samples no line")
+    spacing = outer_line_spacing(columns)
+    if spacing is not None and spacing != acceleration:
+        # Its rate cannot tell: 24 calibration lines make an 8x mask of 246 lines sample 1/4.7.
+        raise UserError(f"{path}: '{key}' samples every {spacing}th line outside its central ones: a mask for {spacing}x, "
+                        f"filed as AccFactor{acceleration:02d} (its results would be labelled {acceleration}x)")
     return columns
+
+
+def outer_line_spacing(columns: np.ndarray) -> Optional[int]:
+    """The acceleration a CMRxRecon mask was drawn for: the most common step between its
+    sampled ky lines outside the central run (the organisers sample every R-th line and the
+    central 24); None where fewer than two lines lie outside it."""
+    sampled = np.flatnonzero(columns)
+    centre = len(columns) // 2
+    start = stop = centre
+    if columns[centre]:
+        while start > 0 and columns[start - 1]:
+            start -= 1
+        while stop < len(columns) - 1 and columns[stop + 1]:
+            stop += 1
+    steps = np.concatenate([np.diff(sampled[sampled < start]), np.diff(sampled[sampled > stop])])
+    if len(steps) == 0:
+        return None
+    values, counts = np.unique(steps, return_counts=True)
+    return int(values[np.argmax(counts)])
 
 
 def target_images(kspace: np.ndarray, challenge: Challenge) -> np.ndarray:
@@ -306,6 +345,11 @@ def convert_cine(root: Path, out: Path, challenge: Challenge = "multicoil", val_
         else:
             name = "validation" if f.set_name == "ValidationSet" else "testset"
             plan.append((f"{name}_acc{f.acceleration:02d}", f))
+    # A cine file's undersampled versions share its central lines, so a fingerprint may repeat
+    # within one (set, patient, view); anywhere else it is a copy.
+    read = {f.path: f for _, f in plan} | {references[f.patient, f.view].path: references[f.patient, f.view]
+                                            for split, f in plan if split.startswith("test_acc")}
+    check_distinct_sources((f.path, cine_fingerprint(f), (f.set_name, f.patient, f.view)) for f in read.values())
     counts: dict[str, int] = {}
     steps = progress(plan) if progress else plan
     with atomic.staged_folder(out) as work:
@@ -335,16 +379,20 @@ def convert_cine(root: Path, out: Path, challenge: Challenge = "multicoil", val_
     return counts
 
 
-def check_cine_tree(root: Path, challenge: Challenge) -> tuple[list[list[str]], list[tuple[Path, str]]]:
+def check_cine_tree(root: Path, challenge: Challenge,
+                    check_values: bool = True) -> tuple[list[list[str]], list[tuple[Path, str]]]:
     """What ``mrirecon data check`` says of a CMRxRecon download: one row per set and sampling
     (files, patients, k-space sizes, coils, slices, frames), and every bad file with its reason,
-    from the files' metadata and masks (the k-space values are read by ``data convert``)."""
+    from the files' metadata and masks; ``check_values`` reads every file's k-space as ``data
+    convert`` does (NaN, Inf, all zeros)."""
     groups: dict[tuple[str, str], list[tuple[CineFile, dict[str, int]]]] = {}
     bad: list[tuple[Path, str]] = []
     for f in find_cine_files(root, challenge):
         sampling = "FullSample" if f.acceleration is None else f"AccFactor{f.acceleration:02d}"
         try:
             shape = cine_shape(f.path, kspace_key(challenge, f.acceleration), challenge)
+            if check_values:
+                read_cine_kspace(f.path, kspace_key(challenge, f.acceleration), challenge)
             if f.acceleration is not None:
                 read_cine_mask(f.mask_path, f.acceleration, shape["kx"], shape["ky"])
         except UserError as err:

@@ -501,6 +501,31 @@ def check_disjoint(splits: dict[str, list[Path | VolumeInfo | FileIdentity]]) ->
         raise UserError(f"{path}: {problem}")
 
 
+def check_distinct_sources(sources: Iterable[tuple[Path, str, object]]) -> None:
+    """Refuses a download whose files a converter would write as two volumes of one scan: a
+    file linked or copied into another set, patient or split folder (it would train on a test
+    scan, or count twice).
+
+    Args:
+        sources: (file, its :func:`kspace_fingerprint`, or "" where none is taken; the scan it
+            belongs to): files of one scan (a cine file's fully sampled and undersampled
+            versions) may share a fingerprint.
+
+    Raises:
+        UserError: naming both files.
+    """
+    owner: dict[tuple, tuple[Path, object]] = {}
+    for path, fingerprint, scan in sources:
+        for kind, key in (("file", atomic.file_id(path)), ("content", fingerprint)):
+            if not key:
+                continue
+            first = owner.setdefault((kind, key), (path, scan))
+            if first[1] != scan:
+                same = "the same file" if kind == "file" else "a copy of the same scan (identical k-space shape and middle line)"
+                raise UserError(f"{path}: {same} as {first[0]}; a scan may be converted once (it would be two "
+                                "volumes, in two splits or twice in one)")
+
+
 # Splits that fit reads: every file of them needs a target, unless it trains self-supervised.
 TRAINING_SPLITS = ("train", "val")
 

@@ -258,3 +258,47 @@ def test_data_check_reads_the_values_as_convert_does(download, tmp_path):
     result = run_cli("data", "check", str(copy))
     assert result.code == 1 and "not near the middle" in result.out
     assert run_cli("data", "check", str(copy), "--skip_finite").code == 0  # metadata only
+
+
+def test_convert_refuses_a_scan_twice_and_files_it_would_skip(download, tmp_path):
+    """Fourth battery (2026-12-05): a ``*.H5`` was skipped silently, and a val scan copied or
+    linked into train/ was converted into the training split and the test split alike."""
+    import shutil
+
+    sets = "Raw-data/Multi-channel/12-channel"
+    for how in ("copy", "link"):
+        copy = tmp_path / how
+        shutil.copytree(download, copy)
+        val_scan = sorted((copy / sets / "val").glob("*.h5"))[0]
+        twin = copy / sets / "train" / "twin.h5"
+        shutil.copy(val_scan, twin) if how == "copy" else twin.symlink_to(val_scan)
+        expected = "a copy of the same scan" if how == "copy" else "the same file as"
+        assert_user_error(run_cli("data", "convert", str(copy), "--format", "cc359", "--out", str(tmp_path / "o")),
+                          "twin.h5", expected, "a scan may be converted once")
+        assert not (tmp_path / "o").exists()
+    upper = tmp_path / "upper"
+    shutil.copytree(download, upper)
+    scan = sorted((upper / sets / "train").glob("*.h5"))[0]
+    scan.rename(scan.with_suffix(".H5"))
+    for command in (["data", "convert", str(upper), "--format", "cc359", "--out", str(tmp_path / "o")],
+                    ["data", "check", str(upper)]):
+        assert_user_error(run_cli(*command), f"{scan.stem}.H5: volumes are read as '*.h5'; rename it to {scan.stem}.h5")
+    assert not (tmp_path / "o").exists()
+
+
+def test_published_masks_lose_the_partial_fourier_band_the_scans_never_hold(download, tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    bank = np.load(next(download.rglob("R5_54x42.npy"))).astype(bool)
+    band = acquired_columns(42, 0.15)
+    assert not bank[..., band:].any()  # the simulated download's masks, as the challenge's
+    bank[:, ::5, band:] = True  # a mask sampling kz the scans never acquired
+    np.save(masks / "R5_54x42.npy", bank)
+    np.save(masks / "R10_54x42.npy", np.load(next(download.rglob("R10_54x42.npy"))))
+    out = tmp_path / "o"
+    convert_scans(download, out, val_fraction=0.34, seed=0, masks=masks)
+    for path in (out / "multicoil_test_acc05").glob("*.h5"):
+        with h5py.File(path, "r") as hf:
+            mask = hf["mask"][()]
+            assert not mask[:, band:].any()
+            assert not (hf["kspace"][()][..., band:]).any()

@@ -176,3 +176,59 @@ def test_a_simulated_download_has_the_tree_files_and_masks_of_the_real_one(tmp_p
     assert_user_error(run_cli("data", "simulate", "--format", "cmrxrecon", "--out", tmp_path / "n", "--recon_size", "17"),
                       "recon_size 17: even")
     assert not (tmp_path / "n").exists()
+
+
+def test_masks_are_read_by_their_spacing_and_logical_masks_are_accepted(tree, tmp_path):
+    """Fourth battery (2026-12-05): an 8x mask filed as AccFactor04 converted as 4x; a logical
+    (bool) mask was refused as not 0/1."""
+    from cmrxrecon_like import uniform_mask
+
+    path = tmp_path / "m.mat"
+    write_mat(path, {"mask04": uniform_mask(16, 62, 8), "mask08": uniform_mask(16, 62, 8)})
+    with pytest.raises(UserError, match=r"'mask04' samples every 8th line outside its central ones: a mask for 8x, "
+                                        r"filed as AccFactor04"):
+        read_cine_mask(path, 4, 16, 62)
+    assert read_cine_mask(path, 8, 16, 62).sum() == uniform_mask(16, 62, 8)[0].sum()
+    with h5py.File(path, "w") as hf:
+        hf["mask10"] = uniform_mask(16, 62, 10).T.astype(bool)
+    assert np.array_equal(read_cine_mask(path, 10, 16, 62), uniform_mask(16, 62, 10)[0] == 1)
+
+
+def test_values_are_checked_before_anything_is_written(tree, tmp_path):
+    from cli_helpers import assert_user_error, run_cli
+
+    path = tmp_path / "x.mat"
+    inf = np.ones((4, 4, 2, 1, 1), dtype=np.complex64)
+    inf[0, 0, 0, 0, 0] = np.inf
+    write_mat(path, {"kspace_full": inf})
+    with np.errstate(all="raise"), pytest.raises(UserError, match="contains NaN or Inf"):
+        read_cine_kspace(path, "kspace_full", "multicoil")  # no numpy warning on the way
+    copy = tmp_path / "zeros"
+    shutil.copytree(tree, copy)
+    full = copy / "MultiCoil/Cine/TrainingSet/FullSample"
+    with h5py.File(full / "P002/cine_lax.mat", "r+") as hf:
+        hf["kspace_full"][...] = np.zeros(hf["kspace_full"].shape, hf["kspace_full"].dtype)
+    result = run_cli("data", "check", copy)
+    assert result.code == 1 and "cine_lax.mat: 'kspace_full' is all zeros" in result.out
+    assert run_cli("data", "check", copy, "--skip_finite").code == 0  # metadata only
+    assert_user_error(run_cli("data", "convert", copy, "--format", "cmrxrecon", "--out", tmp_path / "o"),
+                      "P002/cine_lax.mat", "is all zeros")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("how", ["copied file", "linked patient"])
+def test_a_scan_in_two_patient_folders_is_refused(tree, tmp_path, how):
+    from cli_helpers import assert_user_error, run_cli
+
+    copy = tmp_path / "tree"
+    shutil.copytree(tree, copy)
+    full = copy / "MultiCoil/Cine/TrainingSet/FullSample"
+    if how == "copied file":
+        shutil.copy(full / "P001/cine_sax.mat", full / "P002/cine_sax.mat")
+        expected = "a copy of the same scan"
+    else:
+        (full / "P004").symlink_to(full / "P001", target_is_directory=True)
+        expected = "the same file as"
+    assert_user_error(run_cli("data", "convert", copy, "--format", "cmrxrecon", "--out", tmp_path / "o"),
+                      ".mat: ", expected, "a scan may be converted once")
+    assert not (tmp_path / "o").exists()
