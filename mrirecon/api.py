@@ -325,7 +325,8 @@ def _baseline_split(config: RunConfig, method: str, settings: "CSTVSettings", sp
         net["init_args"] = {"settings": asdict(settings)}
         overrides["data.batch_size"] = settings.batch_size  # CS-TV solves this many slices together
         details["cs_tv"] = {"iterations": settings.iterations, "lam": settings.lam,
-                            "lam_default": settings.lam_default, "sensitivities": settings.sensitivities, **tuning}
+                            "lam_default": settings.lam_default, "sensitivities": settings.sensitivities,
+                            "output": settings.output, **tuning}
     run_config = config.override(overrides)
     # The split's files are scanned first (cached) to choose between scoring and reconstructing.
     with lightning_quietly():

@@ -1,6 +1,7 @@
 """CS-TV with the direct coil-map estimate and with ESPIRiT, on the multi-coil demo's val split:
 where the SSIM difference comes from (the head, or the background), and what returning the
-root-sum-of-squares of the data-consistent coil images instead of |x| would change.
+root-sum-of-squares of the data-consistent coil images instead of |x| changes (cs_tv.output:
+coil_rss).
 
     .venv/bin/mrirecon data simulate --preset demo --challenge multicoil --out data/demo
     .venv/bin/python scripts/diagnose_cs_tv_sensitivities.py [--batches 4] [--iterations 150]

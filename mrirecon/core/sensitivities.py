@@ -77,8 +77,9 @@ def _centre_pad(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.pad(x, (left, size[1] - width - left, top, size[0] - height - top))
 
 
-def espirit_sensitivities(kspace: torch.Tensor, calibration: tuple[int, int] | int = 24, kernel_width: int = 6,
-                          threshold: float = 0.02, crop: float = 0.95) -> torch.Tensor:
+def espirit_sensitivities(kspace: torch.Tensor, calibration: tuple[int, int] | int = 24,
+                          kernel_width: tuple[int, int] | int = 6, threshold: float = 0.02,
+                          crop: float = 0.95) -> torch.Tensor:
     """ESPIRiT coil maps, one set per slice.
 
     Args:
@@ -86,7 +87,8 @@ def espirit_sensitivities(kspace: torch.Tensor, calibration: tuple[int, int] | i
             centre ``calibration`` region.
         calibration: (rows, columns) of the centre region the kernels are learnt from (an int:
             square); at most the k-space size.
-        kernel_width: of the k-space kernels (at most the calibration size).
+        kernel_width: (rows, columns) of the k-space kernels (an int: square; sigpy's are
+            square); at most the calibration size.
         threshold: singular values above ``threshold`` times the largest span the signal space.
         crop: pixels whose largest eigenvalue is at or below this get zero maps.
 
@@ -100,21 +102,23 @@ def espirit_sensitivities(kspace: torch.Tensor, calibration: tuple[int, int] | i
     batch, coils, height, width = kspace.shape
     rows, cols = (calibration, calibration) if isinstance(calibration, int) else calibration
     rows, cols = min(rows, height), min(cols, width)
-    if kernel_width > min(rows, cols):
-        raise ValueError(f"kernel_width {kernel_width} exceeds the calibration region {rows}x{cols}")
+    kernel_rows, kernel_cols = (kernel_width, kernel_width) if isinstance(kernel_width, int) else kernel_width
+    if kernel_rows > rows or kernel_cols > cols or min(kernel_rows, kernel_cols) < 1:
+        raise ValueError(f"kernel_width {kernel_rows}x{kernel_cols} does not fit the calibration region {rows}x{cols}")
+    kernel_size = kernel_rows * kernel_cols
     # Full precision: the SVD and eigen-decompositions have no half-precision kernels.
     calib = _centre_crop(kspace, (rows, cols)).to(torch.complex64 if kspace.dtype != torch.complex128 else kspace.dtype)
     maps = []
     for slice_calib in calib:  # the number of kernels differs per slice
         # Calibration matrix: one row per kernel position, (coil, row, column) along a row.
-        blocks = slice_calib.unfold(1, kernel_width, 1).unfold(2, kernel_width, 1)  # C, nr, nc, k, k
-        matrix = blocks.permute(1, 2, 0, 3, 4).reshape(-1, coils * kernel_width ** 2)
+        blocks = slice_calib.unfold(1, kernel_rows, 1).unfold(2, kernel_cols, 1)  # C, nr, nc, kr, kc
+        matrix = blocks.permute(1, 2, 0, 3, 4).reshape(-1, coils * kernel_size)
         _, singular, vh = torch.linalg.svd(matrix, full_matrices=False)
-        kernels = vh[singular > threshold * singular.max()].reshape(-1, coils, kernel_width, kernel_width)
+        kernels = vh[singular > threshold * singular.max()].reshape(-1, coils, kernel_rows, kernel_cols)
         # Every kernel in the image domain; at each pixel the C x C operator Σ_k a_k a_k^H.
         images = ifft2c(_centre_pad(kernels, (height, width)))  # K, C, H, W
         per_pixel = images.permute(2, 3, 1, 0)  # H, W, C, K
-        gram = (per_pixel @ per_pixel.conj().transpose(-1, -2)) * (height * width / kernel_width ** 2)
+        gram = (per_pixel @ per_pixel.conj().transpose(-1, -2)) * (height * width / kernel_size)
         eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
         top = eigenvectors[..., -1]  # H, W, C
         first = top[..., :1]
@@ -122,3 +126,20 @@ def espirit_sensitivities(kspace: torch.Tensor, calibration: tuple[int, int] | i
         kept = eigenvalues[..., -1] > crop
         maps.append((top * kept.unsqueeze(-1)).permute(2, 0, 1))
     return torch.stack(maps).to(kspace.dtype)
+
+
+def align_phase(maps: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``maps`` rotated, pixel by pixel, to the phase of ``reference`` (both ``(B, C, H, W)``).
+
+    Coil maps are defined up to one phase per pixel, which the reconstructed image takes on.
+    ESPIRiT's convention (the first coil's phase removed) jumps wherever that coil is weak, and
+    total variation of the image then pays for the jumps; aligning the maps to a smooth estimate
+    (the direct one's low-resolution phase) gives the image that smooth phase instead. Each pixel
+    is multiplied by ``conj(p) / |p|`` with ``p = Σ_c conj(reference_c) maps_c``; where ``p`` is 0
+    the maps stay as they are.
+    """
+    inner = (reference.conj() * maps).sum(1, keepdim=True)
+    size = inner.abs()
+    rotation = torch.where(size > 0, inner.conj() / size.clamp_min(torch.finfo(size.dtype).tiny),
+                           torch.ones((), dtype=inner.dtype, device=inner.device))
+    return maps * rotation

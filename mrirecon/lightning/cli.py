@@ -37,6 +37,7 @@ import torch
 import yaml
 from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
@@ -264,6 +265,11 @@ class MriReconCLI(internals.LightningCLIHooks, LightningCLI):
             callbacks.append(HParamsTable(self._resolved_config()))
             if config.get("enable_checkpointing") is not False:
                 callbacks += self._checkpoint_callbacks(self._initialized("checkpoint"))
+        elif not any(isinstance(c, Checkpoint) for c in callbacks):
+            # Nothing is saved outside fit, but Lightning would add its default ModelCheckpoint
+            # (dirpath ./checkpoints), restore the checkpoint's callback state into it and warn
+            # that "the dirpath has changed".
+            kwargs["enable_checkpointing"] = False
         kwargs["callbacks"] = callbacks
         # The Trainer is built from the config alone: what it rejects (an accelerator this
         # machine lacks or whose package is not installed, contradictory limits) is a config mistake.

@@ -265,12 +265,15 @@ class ReconModule(pl.LightningModule):
                 self._metrics[name].update(scored.target, image, scored.max_value, keys, scored.slice_num)
         return loss, recon
 
-    def _gathered_metrics(self) -> tuple[dict[str, dict], float]:
+    def _gathered_metrics(self, batch_limit: int | float = 1.0) -> tuple[dict[str, dict], float]:
         """Per-volume metrics of both methods over every process's slices, and the mean loss.
 
         One exchange per epoch: every process gets every slice's numbers and computes the same
         per-volume metrics a single process would (a slice repeated to pad a shard counts once).
+        ``batch_limit`` is the trainer's ``limit_{val,test}_batches``: below all of them
+        (a fraction, or a count), volumes may be scored on some of their slices.
         """
+        whole_volumes = isinstance(batch_limit, float) and batch_limit >= 1.0
         local = ({name: acc.records() for name, acc in self._metrics.items()},
                  float(self._loss_total), self._loss_slices)
         parts = gather_objects(local)
@@ -278,7 +281,7 @@ class ReconModule(pl.LightningModule):
         for name in self._metrics:
             merged = VolumeMetricAccumulator(crop_to_square=True)
             merged.merge([record for records, _, _ in parts for record in records[name]])
-            out[name] = merged.compute()
+            out[name] = merged.compute(whole_volumes)
         slices = sum(n for _, _, n in parts)
         return out, (sum(total for _, total, _ in parts) / slices if slices else float("nan"))
 
@@ -303,7 +306,7 @@ class ReconModule(pl.LightningModule):
             # The sanity check sees a few slices of one volume: no volume metric to report.
             self._reset_metrics()
             return
-        per_volume, loss = self._gathered_metrics()
+        per_volume, loss = self._gathered_metrics(self.trainer.limit_val_batches)
         # Every process holds the same numbers now; sync_dist (a mean of equal values) only
         # keeps Lightning's bookkeeping of epoch-level metrics in a distributed run consistent.
         self.log("val/loss", loss, sync_dist=True)
@@ -337,7 +340,7 @@ class ReconModule(pl.LightningModule):
         return self._outputs(batch, recon)
 
     def on_test_epoch_end(self) -> None:
-        per_volume, _ = self._gathered_metrics()
+        per_volume, _ = self._gathered_metrics(self.trainer.limit_test_batches)
         if not per_volume[MODEL_KEY]:
             return
         dm = self.trainer.datamodule

@@ -3,6 +3,8 @@ in fastMRI's own (its data transforms, its models, its inference scripts' steps)
 
 from __future__ import annotations
 
+import warnings
+
 import h5py
 import numpy as np
 import pytest
@@ -54,8 +56,20 @@ def test_an_imported_fastmri_unet_reconstructs_as_fastmri_does(challenge, tmp_pa
     split = _test_split(tmp_path / "data", challenge)
     config = _config(tmp_path, tmp_path / "data", challenge, UNET)
     assert_ok(run_cli("import", str(tmp_path / "unet_state_dict.pt"), "--config", str(config), "--out", str(tmp_path / "u.ckpt")))
-    assert_ok(run_cli("predict", "--config", str(config), "--ckpt_path", str(tmp_path / "u.ckpt"),
-                      "--output_dir", str(tmp_path / "out")))
+    result = run_cli("predict", "--config", str(config), "--ckpt_path", str(tmp_path / "u.ckpt"),
+                     "--output_dir", str(tmp_path / "out"))
+    assert_ok(result)
+    scored = tmp_path / "scored"
+    (scored / f"{challenge}_test").mkdir(parents=True)
+    write_volume(scored / f"{challenge}_test" / "file_c.h5", slices=2, coils=1 if challenge == "singlecoil" else 4,
+                 shape=(64, 48), target=(32, 32), challenge=challenge, seed=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_cli("test", "--config", str(config), "--data.data_path", str(scored), "--data.accelerations", "[4]",
+                         "--data.center_fractions", "[0.08]", "--ckpt_path", str(tmp_path / "u.ckpt"))
+    assert_ok(result)
+    # Fourth battery: Lightning's "dirpath has changed from None" warning at exit 0.
+    assert not [w for w in caught if "dirpath" in str(w.message)] and "dirpath" not in result.err
 
     # fastMRI's run_pretrained_unet_inference.py, with its output un-normalised (the script
     # computes `output * std + mean` and then drops it).

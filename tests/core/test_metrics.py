@@ -278,6 +278,15 @@ def test_accumulator_warns_when_max_value_is_not_the_targets_max():
                    ["v"], [lowest])
     with pytest.warns(RuntimeWarning, match="'v'"):
         partial.compute()
+    # A limited validation scores some slices of a volume: below its maximum is expected there
+    # (fourth battery: the warning came with every limit_val_batches run), above it never.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        partial.compute(whole_volumes=False)
+    too_low = VolumeMetricAccumulator()
+    too_low.update(target_t, pred_t, file_max / 2, ["v"] * 3, [0, 1, 2])
+    with pytest.warns(RuntimeWarning, match="max_value"):
+        too_low.compute(whole_volumes=False)
 
 
 def test_accumulator_reset_and_bad_lengths():

@@ -3,6 +3,7 @@ or records untruly: each is one line before the first step (issue 17's battery).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,17 @@ def test_a_run_resumed_through_another_spelling_of_its_folder_keeps_its_best(con
     assert float(state["best_model_score"]) == pytest.approx(max(scores.values()), abs=1e-6)
     assert [p.name for p in (run / "checkpoints").glob("best-*.ckpt")] == [Path(state["best_model_path"]).name]
     assert len(state["best_k_models"]) == 1
+
+
+def test_a_limited_validation_scores_without_a_max_value_warning(config, tmp_path):
+    # Fourth battery: limit_val_batches scores a volume on some of its slices, whose maximum
+    # lies below the volume's; every such run warned that SSIM's max_value was off.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # One validation slice (of 16) per epoch: slice 0, below its volume's maximum (slice 1).
+        result = run_cli("fit", "--config", config, "--trainer.max_epochs", 1, "--trainer.limit_train_batches", 2,
+                         "--trainer.limit_val_batches", 0.1, "--data.batch_size", 1, "--trainer.num_sanity_val_steps", 0,
+                         "--trainer.logger.init_args.save_dir", tmp_path)
+    assert_ok(result)
+    assert not [w for w in caught if "max_value" in str(w.message)] and "max_value" not in result.err
+    assert load_ckpt(tmp_path / "tiny" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 2

@@ -269,8 +269,41 @@ def test_cs_tv_takes_espirit_maps_and_refuses_an_unknown_estimate(tiny_multicoil
     config.write_text(yaml.safe_dump({
         "data": {"data_path": str(tiny_multicoil), "challenge": "multicoil", "center_fractions": [0.16],
                  "accelerations": [4], "batch_size": 4, "num_workers": 0},
-        "cs_tv": {"iterations": 40, "lam_default": 0.003, "sensitivities": "espirit"}}))
+        "cs_tv": {"iterations": 40, "lam_default": 0.003, "sensitivities": "espirit", "output": "coil_rss"}}))
     out = run_baseline("cs-tv", config, tmp_path / "cs", progress=False)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["cs_tv"]["sensitivities"] == "espirit"
+    assert summary["cs_tv"]["sensitivities"] == "espirit" and summary["cs_tv"]["output"] == "coil_rss"
     assert summary["methods"]["cs-tv"]["4x"]["ssim"]["mean"] > 0  # maps everywhere: a reconstruction, not zeros
+
+
+@pytest.mark.parametrize("coils", [1, 4])
+def test_the_coil_rss_output_puts_the_measured_samples_back(coils):
+    from mrirecon.core.operator import SamplingMask, center_crop, ifft2c, rss
+    from mrirecon.data.batch import KSpaceBatch
+    from mrirecon.errors import UserError
+    from mrirecon.methods import CSTV, CSTVSettings
+
+    with pytest.raises(UserError, match="cs_tv.output: 'rss' is not one of magnitude, coil_rss"):
+        CSTVSettings(output="rss")
+    generator = torch.Generator().manual_seed(0)
+    batch, height, width = 2, 24, 20
+    kspace = torch.randn(batch, coils, height, width, dtype=torch.complex64, generator=generator)
+
+    def run(columns, output):
+        mask = SamplingMask.from_columns(columns, 6)
+        data = KSpaceBatch(kspace=mask.apply(kspace), mask=columns, num_low_frequencies=torch.full((batch,), 6),
+                           crop_size=(16, 16), target=torch.zeros(batch, 16, 16), max_value=torch.ones(batch, dtype=torch.float64),
+                           fname=["f.h5"] * batch, slice_num=[0, 1], acceleration=[4.0] * batch,
+                           has_target=[True] * batch, padding=[False] * batch)
+        return CSTV(CSTVSettings(iterations=20, lam_default=0.05, output=output))(data)
+
+    # Every sample measured: the output is the data's own root-sum-of-squares, whatever TV did.
+    full = torch.ones(batch, width, dtype=torch.bool)
+    expected = center_crop(rss(ifft2c(kspace)), (16, 16))
+    torch.testing.assert_close(run(full, "coil_rss"), expected, rtol=1e-5, atol=1e-6)
+    assert (run(full, "magnitude") - expected).abs().max() > 0.01  # TV does change |x|
+    # Undersampled: the two outputs differ (the unmeasured samples come from the solution).
+    columns = torch.zeros(batch, width, dtype=torch.bool)
+    columns[:, ::3] = True
+    columns[:, width // 2 - 3:width // 2 + 3] = True
+    assert (run(columns, "coil_rss") - run(columns, "magnitude")).abs().max() > 0.01
