@@ -619,10 +619,10 @@ def _report_split(config: RunConfig, split: str | None, given: list[Method], out
     volumes = {v.path.name: v for v in dm.evaluation_volumes()}
     if protocol == "cmrxrecon":
         # Checked before any checkpoint reconstructs the split: every volume has its grid.
-        from mrirecon.data.cmrxrecon import cine_grid
+        from mrirecon.evaluation.cmrxrecon import ranking_grid
 
         for info in volumes.values():
-            cine_grid(info.path, info.num_slices)
+            ranking_grid(info.path, info.num_slices)
     if protocol in WHOLE_IMAGE_PROTOCOLS and dm.crop_size is not None:
         raise UserError(f"--protocol {protocol}: scores the whole image itself; data.crop_size {list(dm.crop_size)} "
                         "would score a crop of a crop (set --data.crop_size null)")

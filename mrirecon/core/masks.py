@@ -106,8 +106,15 @@ class ColumnMaskSampler:
         for index, (cf, acc) in enumerate(self.pairs):
             try:
                 mask, num_low = self._draw(index, num_cols, 0, padding)
-            except (ValueError, ZeroDivisionError) as err:
-                raise ValueError(f"mask_type: {self.mask_type} cannot draw a {acc}x mask of {num_cols} columns ({err})") from None
+            except (ValueError, ZeroDivisionError):
+                # fastMRI's own message ("division by zero", "high <= 0") names none of the
+                # settings; say which ones and what would draw a mask.
+                centre = round(num_cols * cf)
+                raise ValueError(
+                    f"mask_type: {self.mask_type} cannot draw a {acc}x mask of {num_cols} columns with "
+                    f"center_fractions {cf} ({centre} centre column{'' if centre == 1 else 's'}): fastMRI's mask function leaves no room for "
+                    f"the outer lines at this width; use wider k-space, another acceleration or mask_type: random"
+                ) from None
             if num_low < 1 or not mask.any():
                 raise ValueError(
                     f"center_fractions: {cf} at {acc}x keeps no centre column of {num_cols}, so a mask may sample "

@@ -156,7 +156,12 @@ def _read_mask(hf: h5py.File, path: Path, rows: int, cols: int) -> tuple[bool, .
     mask over the k-space plane ``(H, W)`` (Calgary-Campinas' Poisson-disc masks)."""
     dataset = _dataset(hf, "mask", path)
     if not (dataset.dtype == bool or np.issubdtype(dataset.dtype, np.integer) or np.issubdtype(dataset.dtype, np.floating)):
-        raise UserError(f"{path}: mask has dtype {dataset.dtype}, expected 0/1 or boolean values")
+        # h5py reads variable-length strings as dtype object, which names no text.
+        kind = "text" if h5py.check_string_dtype(dataset.dtype) or dataset.dtype.kind in "SU" else f"dtype {dataset.dtype}"
+        raise UserError(f"{path}: mask holds {kind}, expected 0/1 or boolean values")
+    if dataset.ndim == 0:
+        raise UserError(f"{path}: mask is a single value, expected one per k-space column, shape ({cols},), "
+                        f"or a 2-D mask of the k-space plane, ({rows}, {cols})")
     if dataset.ndim not in (1, 2) or (dataset.ndim == 2 and tuple(dataset.shape) != (rows, cols)):
         # Reshaping (2, 19) or (38, 1) into 38 columns would guess a layout the file does not state.
         raise UserError(f"{path}: mask has shape {tuple(dataset.shape)}, expected one value per k-space column, "
@@ -287,8 +292,19 @@ def read_volume_info(
     try:
         with hf:
             if "kspace" not in hf:
+                cine_keys = sorted(key for key in hf if key.startswith("kspace_"))
+                if cine_keys:
+                    # A CMRxRecon .mat (kspace_full, kspace_sub04, ...) is an HDF5 file too.
+                    raise UserError(f"{path}: a CMRxRecon cine file ({', '.join(cine_keys)}), not a volume of "
+                                    "fastMRI's layout; convert its download first: mrirecon data convert DIR "
+                                    "--format cmrxrecon --out DATASET")
                 raise UserError(f"{path}: no 'kspace' dataset")
             kspace = _dataset(hf, "kspace", path)
+            if kspace.ndim == 4 and np.issubdtype(kspace.dtype, np.floating) and kspace.shape[-1] % 2 == 0:
+                # Calgary-Campinas stores real and imaginary parts of each coil on the last axis.
+                raise UserError(f"{path}: kspace {kspace.shape} {kspace.dtype} is a Calgary-Campinas scan (real and "
+                                "imaginary parts on the last axis), not a volume of fastMRI's layout; convert its "
+                                "download first: mrirecon data convert DIR --format cc359 --out DATASET")
             if kspace.ndim != KSPACE_NDIM[challenge]:
                 raise UserError(
                     f"{path}: kspace has {kspace.ndim} dimensions {kspace.shape}, expected "

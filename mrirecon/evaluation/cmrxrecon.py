@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from mrirecon.core.metrics import ssim_per_slice
+from mrirecon.data.cmrxrecon import cine_grid
 from mrirecon.errors import UserError
 
 RANKING_FRAMES = 3
@@ -64,6 +65,16 @@ def ranking_images(volume: np.ndarray, slices: int, frames: int) -> np.ndarray:
     rows, cols = ranking_crop(*volume.shape[-2:])
     picked = [volume[z * frames + t] for z in ranking_slices(slices) for t in range(RANKING_FRAMES)]
     return np.abs(np.stack(picked)[:, rows, cols]).astype(np.float32)
+
+
+def ranking_grid(path: Path, num_slices: int) -> tuple[int, int]:
+    """The (slices, frames) grid of a converted volume, refused (naming the volume) when it has
+    fewer frames than the ranking scores."""
+    slices, frames = cine_grid(path, num_slices)
+    if frames < RANKING_FRAMES:
+        raise UserError(f"{path}: {frames} frame{'' if frames == 1 else 's'} per slice; the CMRxRecon ranking "
+                        f"scores the first {RANKING_FRAMES}")
+    return slices, frames
 
 
 def ranking_metrics(target: np.ndarray, recon: np.ndarray, slices: int, frames: int,

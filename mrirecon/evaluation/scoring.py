@@ -22,11 +22,10 @@ from tqdm import tqdm
 
 from mrirecon.core.metrics import volume_metrics
 from mrirecon.core.operator import center_crop
-from mrirecon.data.cmrxrecon import cine_grid
 from mrirecon.data.volumes import VolumeInfo, read_target
 from mrirecon.errors import UserError
 from mrirecon.evaluation.cc359 import challenge_metrics
-from mrirecon.evaluation.cmrxrecon import ranking_metrics
+from mrirecon.evaluation.cmrxrecon import ranking_grid, ranking_metrics
 
 Protocol = Literal["fastmri", "cmrxrecon", "cc359"]
 PROTOCOLS: tuple[str, ...] = ("fastmri", "cmrxrecon", "cc359")
@@ -132,7 +131,7 @@ def score_folder(
             recon = load_array(path, "reconstruction")
             if protocol == "cmrxrecon":
                 info = volumes[fname]
-                grid = cine_grid(info.path, info.num_slices)
+                grid = ranking_grid(info.path, info.num_slices)
                 target = target_volume(info, None)
                 if target.shape != recon.shape:
                     raise UserError(f"{path}: shape {recon.shape}; the CMRxRecon ranking crops the whole image, "

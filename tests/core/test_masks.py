@@ -122,3 +122,13 @@ def test_magic_fraction_on_narrow_kspace_is_refused_not_crashed():
     # fastMRI's MagicMaskFractionFunc raises "high <= 0" from numpy here, inside a worker.
     with pytest.raises(ValueError, match="mask_type: magic_fraction cannot draw a 8x mask of 9 columns"):
         ColumnMaskSampler("magic_fraction", [0.08, 0.04], [4, 8]).check_width(9)
+
+
+@pytest.mark.parametrize("mask_type", ["magic_fraction", "equispaced_fraction"])
+def test_a_mask_too_narrow_for_fastmri_is_refused_with_the_settings_not_numpys_words(mask_type):
+    # equispaced_fraction divides by zero at 8 columns, magic_fraction asks numpy for high <= 0.
+    with pytest.raises(ValueError) as caught:
+        ColumnMaskSampler(mask_type, [0.08], [8]).check_width(8)
+    message = str(caught.value)
+    assert "center_fractions 0.08 (1 centre column)" in message and "mask_type: random" in message
+    assert "division" not in message and "high <=" not in message

@@ -54,6 +54,13 @@ CASES = {
     "missing kspace": (lambda p: _rewrite(p, kspace=None), "no 'kspace' dataset"),
     "wrong ndim": (lambda p: _rewrite(p, kspace=np.zeros((2, 3, 64, 40, 1), np.complex64)), "expected 3 for singlecoil"),
     "wrong dtype": (lambda p: _rewrite(p, kspace=np.zeros((4, 64, 40), np.float32)), "expected complex64"),
+    # Files of the formats `data convert` reads, put where converted volumes belong.
+    "Calgary-Campinas scan": (lambda p: _rewrite(p, kspace=np.zeros((4, 64, 40, 24), np.float32)),
+                              "is a Calgary-Campinas scan (real and imaginary parts on the last axis), not a volume of "
+                              "fastMRI's layout; convert its download first: mrirecon data convert DIR --format cc359"),
+    "CMRxRecon cine file": (lambda p: _rewrite(p, kspace=None, kspace_full=np.zeros((2, 2, 10, 64, 40), np.float32)),
+                            "a CMRxRecon cine file (kspace_full), not a volume of fastMRI's layout; convert its download first: "
+                            "mrirecon data convert DIR --format cmrxrecon"),
     "nan": (_nan, "NaN or Inf"),
     "target taller than the k-space image": (
         lambda p: _rewrite(p, reconstruction_esc=np.ones((4, 96, 30), np.float32)),
@@ -70,7 +77,9 @@ CASES = {
     ),
     "empty mask": (lambda p: _rewrite(p, mask=np.zeros(38, np.float32)), "mask samples no column"),
     # Values, not only shapes: each of these was once read as something else and scored.
-    "mask of text": (lambda p: _rewrite(p, mask=np.array(["1"] * 38, dtype="S1")), "expected 0/1 or boolean values"),
+    "mask of text": (lambda p: _rewrite(p, mask=np.array(["1"] * 38, dtype="S1")), "mask holds text, expected 0/1 or boolean values"),
+    "mask of one string": (lambda p: _rewrite(p, mask="1" * 38), "mask holds text, expected 0/1 or boolean values"),
+    "mask of one value": (lambda p: _rewrite(p, mask=1), "mask is a single value, expected one per k-space column, shape (38,)"),
     "mask of fractions": (lambda p: _rewrite(p, mask=np.full(38, 0.5, np.float32)), "mask holds 0.5, expected only 0/1"),
     "mask of twos": (lambda p: _rewrite(p, mask=np.full(38, 2, np.int64)), "mask holds 2, expected only 0/1"),
     "mask of other length": (lambda p: _rewrite(p, mask=np.ones(12, bool)), "mask has 12 values, kspace has 38 columns"),

@@ -11,7 +11,7 @@ import pytest
 from cmrxrecon_like import organisers_calmetric, organisers_ranking_images
 from mrirecon.data.cmrxrecon import cine_grid
 from mrirecon.errors import UserError
-from mrirecon.evaluation.cmrxrecon import matlab_round, ranking_crop, ranking_metrics, ranking_slices
+from mrirecon.evaluation.cmrxrecon import matlab_round, ranking_crop, ranking_grid, ranking_metrics, ranking_slices
 
 
 def _ours(matlab):
@@ -94,3 +94,16 @@ def test_the_grid_comes_from_the_converted_file(tmp_path):
     h5py.File(other, "w").close()
     with pytest.raises(UserError, match="file1000.h5: no cine_slices/cine_frames attributes"):
         cine_grid(other, 12)
+
+
+def test_a_volume_of_one_frame_is_refused_by_its_own_name(tmp_path):
+    # report names the converted volume (what has too few frames), not a reconstruction of it.
+    path = tmp_path / "P001_cine_lax.h5"
+    with h5py.File(path, "w") as hf:
+        hf.attrs["cine_slices"], hf.attrs["cine_frames"] = 3, 1
+    with pytest.raises(UserError) as caught:
+        ranking_grid(path, 3)
+    assert str(caught.value) == f"{path}: 1 frame per slice; the CMRxRecon ranking scores the first 3"
+    with h5py.File(path, "a") as hf:
+        hf.attrs["cine_frames"] = 4
+    assert ranking_grid(path, 12) == (3, 4)

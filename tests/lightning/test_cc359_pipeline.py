@@ -108,6 +108,11 @@ def test_the_config_trains_tests_predicts_and_reports(dataset, tmp_path):
                       "--adapt_steps", "1")
     assert_user_error(refused, "adaptation splits column masks only")
     assert not (tmp_path / "r2").exists()
+    # A scan of the download itself (real and imaginary parts on the last axis) points to the converter.
+    raw = sorted((dataset.parent / "download").rglob("*.h5"))[0]
+    refused = run_cli("reconstruct", str(raw), "--ckpt_path", str(ckpt), "--out", str(tmp_path / "r3"))
+    assert_user_error(refused, f"{raw}: kspace", "is a Calgary-Campinas scan", "mrirecon data convert DIR --format cc359")
+    assert not (tmp_path / "r3").exists()
 
 
 def test_the_cc359_protocol_refuses_a_crop(dataset, tmp_path):

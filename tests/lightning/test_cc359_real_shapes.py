@@ -2,7 +2,8 @@
 12 coils as 24 interleaved float32 channels, the challenge's mask files for each size; fit, test,
 predict and baseline from the shipped config, scored as fastmri.evaluate's functions score them.
 
-The default suite runs volumes of 2 slices; the slow one a whole 256-slice volume, scored as the
+Both run in the slow suite (the default one runs the same chain on quarter-size planes,
+:mod:`test_cc359_pipeline`): volumes of 2 slices, and a whole 256-slice volume, scored as the
 challenge scored it (its outer 50 slices at each end dropped)."""
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def _check_zero_filled(config: Path, data: Path, split: str, out: Path) -> dict:
     return scores
 
 
+@pytest.mark.slow
 def test_fit_test_and_baseline_on_the_real_planes(tmp_path):
     download = _download(tmp_path / "download", test_slices=2)
     data = tmp_path / "data"

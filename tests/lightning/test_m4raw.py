@@ -83,7 +83,13 @@ def _assert_fastmri_scores(metrics: dict, method: str, reconstructions: Path, ta
                     method, name, acc, metric)
 
 
-@pytest.mark.parametrize("repetitions", ["separate", "average"])
+# Each target rule once per source in the default suite (the default suite's 5 minutes); every
+# pairing in slow.
+@pytest.mark.parametrize("m4raw,repetitions", [
+    ("scale4", "separate"), ("simulated", "average"),
+    pytest.param("scale4", "average", marks=pytest.mark.slow), pytest.param("simulated", "separate", marks=pytest.mark.slow),
+    pytest.param("scale1", "separate", marks=pytest.mark.slow), pytest.param("scale1", "average", marks=pytest.mark.slow),
+], indirect=["m4raw"])
 def test_fit_test_predict_baseline_report_on_m4raw_shapes(m4raw, repetitions, tmp_path):
     config = _config(tmp_path / "m4raw.yaml", m4raw, tmp_path / "runs", repetitions)
     assert_ok(run_cli("fit", "--config", config))
