@@ -112,8 +112,9 @@ class ColumnMaskSampler:
                 centre = round(num_cols * cf)
                 raise ValueError(
                     f"mask_type: {self.mask_type} cannot draw a {acc}x mask of {num_cols} columns with "
-                    f"center_fractions {cf} ({centre} centre column{'' if centre == 1 else 's'}): fastMRI's mask function leaves no room for "
-                    f"the outer lines at this width; use wider k-space, another acceleration or mask_type: random"
+                    f"center_fractions {cf} ({centre} centre column{'' if centre == 1 else 's'}): fastMRI's mask "
+                    "function leaves no room for the outer lines at this width; use wider k-space, another "
+                    "acceleration or mask_type: random"
                 ) from None
             if num_low < 1 or not mask.any():
                 raise ValueError(
